@@ -1,0 +1,1 @@
+"""One module per DVC stage: read params, open inputs, call `pipeline`, write outputs."""
