@@ -1,0 +1,169 @@
+"""Multi-label classifier training and inference on in-memory or streamed image batches."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+from pipeline.metrics import mean_average_precision
+from pipeline.models import MEAN, STD
+from pipeline.progress import progress_bar
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    optimizer: Literal["sgd", "adamw"]
+    schedule: Literal["poly", "cosine"]
+    warmup_epochs: int
+    hflip: bool
+    color_jitter: float
+    seed: int
+
+
+def resize_square(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 to (size, size, 3) by bilinear resize (no crop, as the reference evaluation)."""
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """uint8 (B, H, W, 3) to uint8 (B, 3, H, W)."""
+    return torch.from_numpy(np.ascontiguousarray(np.stack(list(images)))).permute(0, 3, 1, 2).contiguous()
+
+
+def normalise(images: torch.Tensor, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> torch.Tensor:
+    """uint8 or [0, 1] float (B, 3, H, W) to the model's input space."""
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+    """Random brightness, contrast and saturation factors in [1 - s, 1 + s] per image, on [0, 1] floats."""
+    if strength <= 0:
+        return images
+    b = images.shape[0]
+
+    def factors() -> torch.Tensor:
+        return (1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * strength).to(images.device)
+
+    images = images * factors()
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images = (images - mean) * factors() + mean
+    grey = images.mean(dim=1, keepdim=True)
+    images = (images - grey) * factors() + grey
+    return images.clamp(0, 1)
+
+
+def augment(images: torch.Tensor, hflip: bool, jitter: float, generator: torch.Generator) -> torch.Tensor:
+    """uint8 (B, 3, H, W) to augmented [0, 1] floats."""
+    x = images.float() / 255.0
+    if hflip:
+        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    return color_jitter(x, jitter, generator)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Linear warm-up, then poly (power 0.9, the reference's) or cosine decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "poly":
+        return (1 - progress) ** 0.9
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    # No weight decay on norms, biases and embeddings (1-d tensors, pos/cls tokens), as timm does.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "reg_token")) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+@torch.no_grad()
+def predict_scores(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
+    """Sigmoid scores (N, K) for uint8 images (N, 3, H, W)."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        batch = normalise(images[start : start + batch_size].to(device))
+        out.append(torch.sigmoid(model(batch)).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy()
+
+
+def train_classifier(
+    model: nn.Module,
+    train_images: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_images: torch.Tensor,
+    val_labels: np.ndarray,
+    config: TrainConfig,
+    device: torch.device,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> list[dict]:
+    """Train with BCE on multi-hot labels; returns one record per epoch (loss, lr, val mAP, per-class AP).
+
+    Images are uint8 (N, 3, S, S) tensors already resized; deterministic for `config.seed` on CPU.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.to(device).train()
+    optimizer = make_optimizer(model, config)
+    n = train_images.shape[0]
+    steps_per_epoch = max(1, n // config.batch_size)  # drop the last partial batch: BN needs > 1 image
+    total = steps_per_epoch * config.epochs
+    warmup = config.warmup_epochs * steps_per_epoch
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    history: list[dict] = []
+    step = 0
+    bar = progress_bar(total=config.epochs * steps_per_epoch * config.batch_size, desc="train_cls")
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        losses = []
+        for i in range(steps_per_epoch):
+            index = order[i * config.batch_size : (i + 1) * config.batch_size]
+            x = augment(train_images[index], config.hflip, config.color_jitter, generator).to(device)
+            x = normalise(x)
+            y = train_labels[index].float().to(device)
+            factor = lr_factor(step, total, warmup, config.schedule)
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * factor
+            loss = F.binary_cross_entropy_with_logits(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            step += 1
+            bar.update(len(index))
+            bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses):.3f}")
+        scores = predict_scores(model, val_images, config.batch_size * 2, device)
+        val_map, per_class = mean_average_precision(scores, val_labels)
+        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": base_lrs[0] * factor, "val_map": val_map, "val_ap": per_class.tolist()}
+        history.append(record)
+        if on_epoch:
+            on_epoch(record)
+    bar.close()
+    model.eval()
+    return history

@@ -1,0 +1,48 @@
+"""Glue shared by stage modules: params option, atomic JSON/CSV outputs, device choice."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stages import params as P
+
+PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="Parameter file to read instead of params.yaml.")
+
+
+def load_params(path: Path) -> dict[str, Any]:
+    return P.load(path)
+
+
+def _atomic_text(path: str | os.PathLike, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Sorted keys and fixed formatting so the same numbers give the same bytes."""
+    _atomic_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        raise ValueError(f"{path}: no rows to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def echo(message: str) -> None:
+    typer.echo(message, err=True)

@@ -1,0 +1,24 @@
+"""synthetic stage: generate the built-in VOC-layout dataset under data/synthetic."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from pipeline.synthetic import generate
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params
+
+OUTPUT = Path("data/synthetic")
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Generate the built-in shapes dataset (VOC layout) into data/synthetic."""
+    params = load_params(params_file)
+    cfg = P.section(params, "synthetic", P.SyntheticParams, str(params_file))
+    tmp = OUTPUT.with_name(f".{OUTPUT.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    summary = generate(tmp, num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed)
+    shutil.rmtree(OUTPUT, ignore_errors=True)
+    os.replace(tmp, OUTPUT)
+    echo(f"synthetic: wrote {summary} to {OUTPUT}")

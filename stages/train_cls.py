@@ -1,0 +1,53 @@
+"""train_cls stage: train the ViT multi-label classifier on image-level labels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.classifier import TrainConfig, resize_square, to_tensor, train_classifier
+from pipeline.dataset_index import DatasetIndex
+from pipeline.errors import InputError
+from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, resolve_device, save_classifier
+from pipeline.progress import progress
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+
+DATASET = Path("data/dataset.zarr")
+OUTPUT = Path("data/models/classifier.pt")
+METRICS = Path("metrics/classifier.json")
+CURVE = Path("plots/classifier_training.csv")
+
+
+def load_images(index: DatasetIndex, positions: np.ndarray, size: int, desc: str) -> torch.Tensor:
+    """uint8 (N, 3, size, size) of the images at `positions`, square-resized."""
+    return to_tensor([resize_square(index.image(int(i)), size) for i in progress(positions, total=len(positions), desc=desc)])
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Train the classifier; writes data/models/classifier.pt, val mAP metrics and the training curve."""
+    params = load_params(params_file)
+    source = str(params_file)
+    cfg = P.section(params, "train_cls", P.TrainClsParams, source)
+    device = resolve_device(P.value(params, "device", str, source))
+    index = DatasetIndex(DATASET)
+    train_pos, val_pos = index.indices([cfg.train_split]), index.indices([cfg.val_split])
+    if len(train_pos) == 0 or len(val_pos) == 0:
+        raise InputError(f"{source}: train_cls.train_split / val_split select {len(train_pos)} / {len(val_pos)} images; both must be non-empty")
+    demo = DemoHybridConfig(**{**cfg.demo_hybrid.__dict__, "stem_channels": tuple(cfg.demo_hybrid.stem_channels)})
+    model = build_classifier(cfg.model, index.num_classes, cfg.image_size, cfg.pretrained, demo)
+    train_images = load_images(index, train_pos, cfg.image_size, "load train")
+    val_images = load_images(index, val_pos, cfg.image_size, "load val")
+    config = TrainConfig(
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+        schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, hflip=cfg.hflip, color_jitter=cfg.color_jitter, seed=cfg.seed,
+    )
+    history = train_classifier(
+        model, train_images, torch.from_numpy(index.labels[train_pos]), val_images, index.labels[val_pos], config, device,
+        on_epoch=lambda r: echo(f"epoch {r['epoch']}: loss {r['loss']:.4f} val mAP {r['val_map']:.4f}"),
+    )
+    save_classifier(OUTPUT, model, classifier_meta(cfg.model, index.num_classes, cfg.image_size, index.class_names, demo))
+    final = history[-1]
+    write_json(METRICS, {"val_map": round(final["val_map"], 6), "val_ap": {n: round(a, 6) for n, a in zip(index.class_names, final["val_ap"])}})
+    write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "val_map": round(r["val_map"], 6)} for r in history])
