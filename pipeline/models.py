@@ -80,11 +80,10 @@ def demo_hybrid(num_classes: int, image_size: int, config: DemoHybridConfig) -> 
 
 
 def _is_vit(name: str) -> bool:
-    try:
-        cls = timm.models.get_model_entrypoint(name)
-    except Exception:
+    """A registered timm model whose constructor builds a VisionTransformer (plain, hybrid or DeiT)."""
+    if not timm.models.is_model(name):
         return False
-    return cls.__module__.endswith(("vision_transformer", "vision_transformer_hybrid", "deit"))
+    return timm.models.model_entrypoint(name).__module__.endswith(("vision_transformer", "vision_transformer_hybrid", "deit"))
 
 
 def build_classifier(
@@ -106,7 +105,7 @@ def build_classifier(
             raise ModelError("train_cls.pretrained: the demo hybrid has no hub weights; use false or a local checkpoint path")
         model = demo_hybrid(num_classes, image_size, demo_config or DemoHybridConfig())
     else:
-        if name not in timm.list_models() or not _is_vit(name):
+        if not _is_vit(name):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
             raise ModelError(
                 f"train_cls.model: '{name}' is not a timm ViT model name (e.g. vit_small_patch16_224, deit_tiny_patch16_224, "

@@ -186,3 +186,12 @@ def _check(raw: Any, kind: Any, where: str, source: str, metadata: Any) -> Any:
             bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
             raise ParamsError(f"{source}: '{where}' = {raw!r} is out of range {bounds}")
     return raw
+
+
+# Sections by params.yaml name, for tooling and tests.
+SECTIONS: dict[str, type] = {
+    "synthetic": SyntheticParams,
+    "dataset": DatasetParams,
+    "train_cls": TrainClsParams,
+    "cams": CamsParams,
+}

@@ -1,0 +1,112 @@
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.artifacts import Artifact, ArtifactError, ArtifactWriter, require_same_ids
+
+
+def _write(path: Path, n: int = 10, shard_size: int = 4) -> None:
+    ids = [f"img{i}" for i in range(n)]
+    with ArtifactWriter(path, "cams", ids, {"class_names": ["a", "b"]}, shard_size=shard_size) as out:
+        out.create("cams", (2, 3, 3), "float16")
+        out.create("labels", (8, 8), "uint8", max_shape=True)
+        for i in reversed(range(n)):  # out of order on purpose: shards are buffered
+            out.write("cams", i, np.full((2, 3, 3), i, dtype=np.float16))
+            out.write("labels", i, np.full((i % 8 + 1, 5), i, dtype=np.uint8))
+
+
+def _digest(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_round_trip_with_padding_and_attrs(tmp_path):
+    _write(tmp_path / "a.zarr")
+    store = Artifact(tmp_path / "a.zarr", "cams")
+    assert store.ids == [f"img{i}" for i in range(10)]
+    assert store.attrs == {"class_names": ["a", "b"]}
+    assert np.all(store.read("cams", 7) == 7)
+    assert store.read("labels", 3).shape == (4, 5)
+    assert np.all(store.read("labels", 3) == 3)
+    assert store.array("labels").shape == (10, 8, 8)
+
+
+def test_sharded_store_is_a_handful_of_files(tmp_path):
+    _write(tmp_path / "a.zarr", n=10, shard_size=4)
+    data_files = [p for p in (tmp_path / "a.zarr").rglob("*") if p.is_file() and p.name != "zarr.json"]
+    # 3 shards for each of the two arrays plus one for the shapes array, not one file per image.
+    assert len(data_files) == 7
+
+
+def test_same_inputs_give_byte_identical_stores(tmp_path):
+    _write(tmp_path / "a.zarr")
+    _write(tmp_path / "b.zarr")
+    assert _digest(tmp_path / "a.zarr") == _digest(tmp_path / "b.zarr")
+
+
+def test_interrupted_write_leaves_nothing_a_reader_accepts(tmp_path):
+    path = tmp_path / "a.zarr"
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(path, "cams", ["x", "y"]) as out:
+            out.create("cams", (2,), "float32")
+            out.write("cams", 0, np.ones(2))
+            raise RuntimeError("killed")
+    assert not path.exists()
+    assert list(tmp_path.iterdir()) == []  # the temporary directory is removed too
+    with pytest.raises(ArtifactError, match="does not exist"):
+        Artifact(path, "cams")
+
+
+def test_previous_store_survives_a_failed_rewrite(tmp_path):
+    path = tmp_path / "a.zarr"
+    _write(path)
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(path, "cams", ["x"]) as out:
+            out.create("cams", (2,), "float32")
+            raise RuntimeError("killed")
+    assert Artifact(path, "cams").ids[0] == "img0"
+
+
+def test_store_without_completion_marker_is_refused(tmp_path):
+    # What a crash inside zarr would leave if the temporary directory were renamed by hand.
+    import zarr
+
+    group = zarr.open_group(str(tmp_path / "half.zarr"), mode="w", zarr_format=3)
+    group.attrs["ids"] = ["x"]
+    group.attrs["vit_wsss"] = {"format_version": 1, "kind": "cams", "complete": False}
+    with pytest.raises(ArtifactError, match="incomplete"):
+        Artifact(tmp_path / "half.zarr", "cams")
+
+
+def test_foreign_and_wrong_kind_stores_are_refused(tmp_path):
+    import zarr
+
+    zarr.open_group(str(tmp_path / "foreign.zarr"), mode="w", zarr_format=3).attrs["x"] = 1
+    with pytest.raises(ArtifactError, match="not written by vit-wsss"):
+        Artifact(tmp_path / "foreign.zarr", "cams")
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(ArtifactError):
+        Artifact(tmp_path / "plain", "cams")
+    _write(tmp_path / "a.zarr")
+    with pytest.raises(ArtifactError, match="expected 'refined'"):
+        Artifact(tmp_path / "a.zarr", "refined")
+
+
+def test_missing_items_and_bad_shapes_fail_the_write(tmp_path):
+    with pytest.raises(ArtifactError, match="never written"):
+        with ArtifactWriter(tmp_path / "a.zarr", "cams", ["x", "y"]) as out:
+            out.create("cams", (2,), "float32")
+            out.write("cams", 0, np.ones(2))
+    with pytest.raises(ArtifactError, match="exceeds"):
+        with ArtifactWriter(tmp_path / "b.zarr", "cams", ["x"]) as out:
+            out.create("labels", (4, 4), "uint8", max_shape=True)
+            out.write("labels", 0, np.ones((5, 4)))
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()
+
+
+def test_require_same_ids_names_the_store(tmp_path):
+    _write(tmp_path / "a.zarr", n=4)
+    _write(tmp_path / "b.zarr", n=3)
+    with pytest.raises(ArtifactError, match="b.zarr"):
+        require_same_ids(Artifact(tmp_path / "a.zarr", "cams"), Artifact(tmp_path / "b.zarr", "cams"))

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+
+from pipeline.crf import CRFParams, confident_labels, confident_labels_many, dense_crf, scaled_to
+
+SIZE = 48
+
+
+def _square_case(label_value=3, seed_value=1.0):
+    """A bright square on a dark image and a soft seed blob centred on it."""
+    image = np.full((SIZE, SIZE, 3), 30, np.uint8)
+    image[12:36, 12:36] = 220
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    blob = seed_value * np.exp(-((yy - 24) ** 2 + (xx - 24) ** 2) / (2 * 8.0**2))
+    return image, blob[None].astype(np.float32), [label_value]
+
+
+PARAMS = scaled_to(CRFParams(), SIZE)
+
+
+def test_scaled_to_scales_only_spatial_std_devs():
+    half = scaled_to(CRFParams(), 250)
+    assert half.gauss_sxy == 1.5 and half.bilateral_sxy == 40
+    assert half.bilateral_srgb == 13 and half.alpha_low == 4 and half.iterations == 10
+    with pytest.raises(ValueError):
+        scaled_to(CRFParams(), 0)
+
+
+def test_dense_crf_returns_marginals():
+    image, seeds, _ = _square_case()
+    probs = np.concatenate([1 - seeds, seeds])
+    q = dense_crf(image, probs, PARAMS)
+    assert q.shape == (2, SIZE, SIZE) and q.dtype == np.float32
+    np.testing.assert_allclose(q.sum(axis=0), 1.0, atol=1e-4)
+    with pytest.raises(ValueError, match="probs"):
+        dense_crf(image, probs[:, :10], PARAMS)
+    with pytest.raises(ValueError, match="uint8"):
+        dense_crf(image.astype(np.float32), probs, PARAMS)
+
+
+def test_clean_square_is_foreground_and_corners_background():
+    image, seeds, labels = _square_case()
+    out = confident_labels(image, seeds, labels, PARAMS)
+    assert out.dtype == np.uint8 and out.shape == (SIZE, SIZE)
+    assert np.all(out[14:34, 14:34] == 3)
+    for corner in (out[:6, :6], out[:6, -6:], out[-6:, :6], out[-6:, -6:]):
+        assert np.all(corner == 0)
+
+
+def test_values_are_background_classes_or_neutral():
+    image, seeds, _ = _square_case()
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    other = np.exp(-((yy - 40) ** 2 + (xx - 8) ** 2) / (2 * 6.0**2))[None].astype(np.float32)
+    out = confident_labels(image, np.concatenate([seeds, other]), [5, 17], PARAMS)
+    # Two classes, background, and an undecided band where the two CRFs disagree.
+    assert set(np.unique(out)) == {0, 5, 17, 255}
+
+
+def test_no_present_class_is_all_background():
+    image, _, _ = _square_case()
+    out = confident_labels(image, np.zeros((0, SIZE, SIZE), np.float32), [], PARAMS)
+    assert out.shape == (SIZE, SIZE) and out.dtype == np.uint8 and not out.any()
+    assert confident_labels(image, np.zeros((0, SIZE, SIZE)), [], PARAMS, pool=8).shape == (6, 6)
+
+
+def test_pooling_decides_at_feature_resolution():
+    image, seeds, labels = _square_case()
+    out = confident_labels(image, seeds, labels, PARAMS, pool=8)
+    assert out.shape == (6, 6)
+    assert out[2:4, 2:4].tolist() == [[3, 3], [3, 3]] and out[0, 0] == 0
+    with pytest.raises(ValueError, match="pool"):
+        confident_labels(image, seeds, labels, PARAMS, pool=5)
+
+
+@pytest.mark.parametrize(
+    "seeds, labels, match",
+    [
+        (np.zeros((1, 10, SIZE)), [1], "seeds"),
+        (np.zeros((2, SIZE, SIZE)), [1], "class_labels"),
+        (np.zeros((1, SIZE, SIZE)), [0], "1..254"),
+        (np.zeros((1, SIZE, SIZE)), [255], "1..254"),
+        (np.zeros((2, SIZE, SIZE)), [4, 4], "distinct"),
+    ],
+)
+def test_confident_labels_validates_inputs(seeds, labels, match):
+    image, _, _ = _square_case()
+    with pytest.raises(ValueError, match=match):
+        confident_labels(image, seeds, labels, PARAMS)
+
+
+def test_many_is_ordered_and_worker_count_independent():
+    cases = [_square_case(label_value=k, seed_value=v) for k, v in [(2, 1.0), (9, 0.7), (4, 0.4)]]
+    images, seeds, labels = (list(x) for x in zip(*cases))
+    images.append(images[0])
+    seeds.append(np.zeros((0, SIZE, SIZE), np.float32))
+    labels.append([])
+    ticks = []
+    serial = confident_labels_many(images, seeds, labels, PARAMS, workers=1, progress=ticks.append)
+    parallel = confident_labels_many(images, seeds, labels, PARAMS, workers=2)
+    assert ticks == [1, 1, 1, 1]
+    assert len(serial) == len(parallel) == 4
+    for one, two, image, seed, label in zip(serial, parallel, images, seeds, labels):
+        np.testing.assert_array_equal(one, two)
+        np.testing.assert_array_equal(one, confident_labels(image, seed, label, PARAMS))
+    assert 2 in serial[0] and 9 in serial[1] and not serial[3].any()
+    with pytest.raises(ValueError, match="differ"):
+        confident_labels_many(images, seeds[:2], labels, PARAMS)
