@@ -5,13 +5,18 @@ follow the project convention: uint8, 0 = background, k = class label, 255 = neu
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from torch import nn
+
+from pipeline.classifier import color_jitter
+from pipeline.errors import InputError
+from pipeline.models import feature_backbone, load_classifier
 
 NEUTRAL = 255
 
@@ -147,31 +152,22 @@ def augment(
     labels: np.ndarray,
     generator: torch.Generator,
     hflip: bool = True,
-    color_jitter: float = 0.3,
+    color_jitter_strength: float = 0.3,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Random horizontal flip (image and label map together) and colour jitter (image only).
 
     `images` uint8 (B, 3, H, W), `labels` uint8 (B, h, w); returns float images in [0, 1] and
     labels. Pair codes must be recomputed from the flipped label map (a flip sends offset
     (dy, dx) to (dy, -dx), which leaves the half-disc). Jitter draws brightness, contrast
-    and saturation factors uniformly in [1 - color_jitter, 1 + color_jitter] per image.
+    and saturation factors uniformly in [1 - s, 1 + s] per image (as the classifier's training).
     """
     images = images.float() / 255.0
     labels = labels.copy()
-    out = []
-    for b in range(images.shape[0]):
-        image = images[b]
-        if hflip and torch.rand((), generator=generator) < 0.5:
-            image = image.flip(-1)
-            labels[b] = labels[b, :, ::-1].copy()
-        if color_jitter > 0:
-            low, high = 1.0 - color_jitter, 1.0 + color_jitter
-            factors = (low + (high - low) * torch.rand(3, generator=generator)).tolist()
-            image = TF.adjust_brightness(image, factors[0])
-            image = TF.adjust_contrast(image, factors[1])
-            image = TF.adjust_saturation(image, factors[2])
-        out.append(image)
-    return torch.stack(out), labels
+    if hflip:
+        flip = torch.rand(images.shape[0], generator=generator) < 0.5
+        images = torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+        labels[flip.numpy()] = labels[flip.numpy()][:, :, ::-1]
+    return color_jitter(images, color_jitter_strength, generator), labels
 
 
 def train_affinitynet(
@@ -189,6 +185,7 @@ def train_affinitynet(
     new_layer_lr_mult: float = 10.0,
     hflip: bool = True,
     color_jitter: float = 0.3,
+    frozen_norm: bool = False,
     mean: Sequence[float] = (0.5, 0.5, 0.5),
     std: Sequence[float] = (0.5, 0.5, 0.5),
     loss_weights: tuple[float, float, float] = (1.0, 1.0, 2.0),
@@ -203,11 +200,16 @@ def train_affinitynet(
     momentum, poly decay lr * (1 - it / max_it) ** poly_power per iteration, `new_layer_lr_mult`
     x lr on the head (REFERENCE §3). Shuffling and augmentation draw from a generator seeded
     with `seed`, so a run on CPU is reproducible from the same initial weights. `progress`,
-    if given, is called with the batch size after each batch.
+    if given, is called with the batch size after each batch. `frozen_norm` keeps the backbone's
+    BatchNorm statistics as the classifier left them (batches of 8 estimate them poorly).
     """
     if len(images) != len(labels) or len(images) == 0:
         raise ValueError(f"need as many label maps as images (and at least one), got {len(images)} and {len(labels)}")
     net.to(device).train()
+    if frozen_norm:
+        for module in net.backbone.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
     groups = [
         {"params": [p for p in net.backbone_parameters() if p.requires_grad], "lr": lr},
         {"params": [p for p in net.new_parameters() if p.requires_grad], "lr": lr * new_layer_lr_mult},
@@ -259,3 +261,30 @@ def predict_affinity(net: AffinityNet, images: torch.Tensor, offsets: Sequence[t
         return pairwise_affinity(net(images), offsets)
     finally:
         net.train(was_training)
+
+
+def build_affinitynet(classifier_path: str | os.PathLike, image_size: int, hidden: int, out: int, device: torch.device) -> AffinityNet:
+    """AffinityNet over the trained classifier's backbone (hybrid: CNN stem; plain ViT: token map)."""
+    classifier, _ = load_classifier(classifier_path, device)
+    backbone, channels, _ = feature_backbone(classifier, image_size)
+    return AffinityNet(backbone, channels, hidden, out).to(device)
+
+
+def load_affinitynet(path: str | os.PathLike, classifier_path: str | os.PathLike, device: torch.device) -> tuple[AffinityNet, dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} not found: run `dvc repro train_aff` (or `dvc pull`) first")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    meta = checkpoint["meta"]
+    net = build_affinitynet(classifier_path, meta["image_size"], meta["hidden_channels"], meta["out_channels"], device)
+    net.load_state_dict(checkpoint["state_dict"])
+    return net.eval(), meta
+
+
+def save_affinitynet(path: str | os.PathLike, net: AffinityNet, meta: dict) -> None:
+    """Weights and the shape `load_affinitynet` needs (the backbone comes from the classifier checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, tmp)
+    os.replace(tmp, path)

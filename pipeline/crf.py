@@ -135,7 +135,7 @@ def confident_labels_many(
     images: Sequence[np.ndarray],
     seeds: Sequence[np.ndarray],
     class_labels: Sequence[Sequence[int]],
-    params: CRFParams = CRFParams(),
+    params: CRFParams | Sequence[CRFParams] = CRFParams(),
     workers: int = 1,
     pool: int = 1,
     progress: Callable[[int], None] | None = None,
@@ -143,14 +143,18 @@ def confident_labels_many(
     """`confident_labels` for many images, in order, with `workers` processes (1 = in this process).
 
     Each image is computed by the same deterministic function whatever the worker count, so
-    results are identical. `progress`, if given, is called with 1 after each image (e.g. a
+    results are identical. `params` is one setting for all images or one per image (e.g. each
+    scaled to its image's size with `scaled_to`). `progress`, if given, is called with 1 after each image (e.g. a
     `pipeline.progress.progress_bar(...).update`).
     """
     if not len(images) == len(seeds) == len(class_labels):
         raise ValueError(f"{len(images)} images, {len(seeds)} seeds and {len(class_labels)} label lists differ")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    jobs = [(image, seed, labels, params, pool) for image, seed, labels in zip(images, seeds, class_labels)]
+    per_image = [params] * len(images) if isinstance(params, CRFParams) else list(params)
+    if len(per_image) != len(images):
+        raise ValueError(f"{len(per_image)} CRF settings for {len(images)} images")
+    jobs = [(image, seed, labels, crf, pool) for image, seed, labels, crf in zip(images, seeds, class_labels, per_image)]
     if workers == 1:
         return _collect(map(_confident_labels_job, jobs), progress)
     with ProcessPoolExecutor(max_workers=workers) as executor:

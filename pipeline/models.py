@@ -59,7 +59,7 @@ def conv_stem(channels: tuple[int, ...], in_chans: int = 3) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def demo_hybrid(num_classes: int, image_size: int, config: DemoHybridConfig) -> VisionTransformer:
+def demo_hybrid(num_classes: int, image_size: int, config: DemoHybridConfig, dynamic_img_size: bool = False) -> VisionTransformer:
     """A timm VisionTransformer over a HybridEmbed of `conv_stem`; tokens at stride 2**len(stem) * patch."""
     stride = 2 ** len(config.stem_channels) * config.patch_size
     if image_size % stride:
@@ -76,6 +76,7 @@ def demo_hybrid(num_classes: int, image_size: int, config: DemoHybridConfig) -> 
         mlp_ratio=config.mlp_ratio,
         embed_layer=embed,
         global_pool="token",
+        dynamic_img_size=dynamic_img_size,
     )
 
 
@@ -92,18 +93,20 @@ def build_classifier(
     image_size: int,
     pretrained: bool | str = False,
     demo_config: DemoHybridConfig | None = None,
+    dynamic_img_size: bool = False,
 ) -> VisionTransformer:
     """A multi-label ViT classifier.
 
     `name` is `demo_hybrid` or any timm ViT/DeiT name (plain or hybrid `vit_*_r*_*`).
     `pretrained`: False (random init), True (timm's hub; needs the internet), or a path to a
     local checkpoint (a timm/torch state dict, or a vit-wsss classifier.pt); the head is
-    re-initialised for `num_classes`.
+    re-initialised for `num_classes`. `dynamic_img_size` lets the model take other input sizes
+    (position embedding resized on the fly), as multi-scale inference needs.
     """
     if name == DEMO_HYBRID:
         if pretrained is True:
             raise ModelError("train_cls.pretrained: the demo hybrid has no hub weights; use false or a local checkpoint path")
-        model = demo_hybrid(num_classes, image_size, demo_config or DemoHybridConfig())
+        model = demo_hybrid(num_classes, image_size, demo_config or DemoHybridConfig(), dynamic_img_size)
     else:
         if not _is_vit(name):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
@@ -112,7 +115,7 @@ def build_classifier(
                 f"vit_small_r26_s32_224, or demo_hybrid)" + (f"; similar names: {', '.join(close)}" if close else "")
             )
         try:
-            model = timm.create_model(name, pretrained=pretrained is True, num_classes=num_classes, img_size=image_size)
+            model = timm.create_model(name, pretrained=pretrained is True, num_classes=num_classes, img_size=image_size, dynamic_img_size=dynamic_img_size)
         except Exception as error:
             if pretrained is True:
                 raise ModelError(
@@ -219,7 +222,7 @@ def classifier_meta(name: str, num_classes: int, image_size: int, class_names: l
     }
 
 
-def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[VisionTransformer, dict[str, Any]]:
+def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu", dynamic_img_size: bool = False) -> tuple[VisionTransformer, dict[str, Any]]:
     """Rebuild a classifier written by `save_classifier`, in eval mode, without touching the network."""
     path = Path(path)
     if not path.is_file():
@@ -230,7 +233,7 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu")
     meta = checkpoint["meta"]
     demo = meta.get("demo_hybrid")
     demo_config = DemoHybridConfig(**{**demo, "stem_channels": tuple(demo["stem_channels"])}) if demo else None
-    model = build_classifier(meta["model"], meta["num_classes"], meta["image_size"], pretrained=False, demo_config=demo_config)
+    model = build_classifier(meta["model"], meta["num_classes"], meta["image_size"], pretrained=False, demo_config=demo_config, dynamic_img_size=dynamic_img_size)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), meta
 

@@ -88,6 +88,58 @@ class CamsParams:
     batch_size: int = spec(1)
 
 
+@dataclasses.dataclass(frozen=True)
+class CrfParams:
+    alpha_low: float = spec(0.0)
+    alpha_high: float = spec(0.0)
+    gauss_sxy: float = spec(0.0)
+    gauss_compat: float = spec(0.0)
+    bilateral_sxy: float = spec(0.0)
+    bilateral_srgb: float = spec(0.0)
+    bilateral_compat: float = spec(0.0)
+    iterations: int = spec(1)
+    reference_side: int = spec(1)
+    scale_with_image: bool = spec()
+    workers: int = spec(1)
+
+
+@dataclasses.dataclass(frozen=True)
+class AffPairsParams:
+    split: str
+    radius: int = spec(2, 16)
+    image_size: int = spec(16, 2048)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainAffParams:
+    epochs: int = spec(1)
+    lr: float = spec(0.0, 10.0)
+    batch_size: int = spec(1)
+    weight_decay: float = spec(0.0, 1.0)
+    poly_power: float = spec(0.0, 10.0)
+    new_layer_lr_mult: float = spec(0.0, 1000.0)
+    hidden_channels: int = spec(1)
+    out_channels: int = spec(1)
+    freeze_backbone_norm: bool = spec()
+    hflip: bool = spec()
+    color_jitter: float = spec(0.0, 1.0)
+    seed: int = spec(0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomWalkParams:
+    beta: float = spec(1.0, 256.0)
+    steps: int = spec(0)
+    alpha: float = spec(0.0)
+    radius: int = spec(2, 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    split: str
+    seed_background: float = spec(0.0, 1.0)
+
+
 def _check_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found; run from the project root or pass --params FILE")
@@ -194,4 +246,9 @@ SECTIONS: dict[str, type] = {
     "dataset": DatasetParams,
     "train_cls": TrainClsParams,
     "cams": CamsParams,
+    "crf": CrfParams,
+    "aff_pairs": AffPairsParams,
+    "train_aff": TrainAffParams,
+    "random_walk": RandomWalkParams,
+    "evaluate": EvaluateParams,
 }

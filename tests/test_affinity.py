@@ -196,7 +196,7 @@ def test_augment_flips_image_and_labels_together():
     labels[:, :, 0] = 1  # left column is foreground
     images = torch.zeros(6, 3, 6, 8, dtype=torch.uint8)
     images[:, :, :, :2] = 255  # matching left image columns are bright
-    out, out_labels = augment(images, labels, torch.Generator().manual_seed(0), hflip=True, color_jitter=0.0)
+    out, out_labels = augment(images, labels, torch.Generator().manual_seed(0), hflip=True, color_jitter_strength=0.0)
     flipped = out_labels[:, 0, -1] == 1
     assert 0 < flipped.sum() < 6  # some flipped, some not, with this seed
     for b in range(6):

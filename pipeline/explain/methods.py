@@ -1,0 +1,175 @@
+"""The six explanation methods of REFERENCE.md §1 behind one entry point, ``explain``."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from timm.models.vision_transformer import VisionTransformer
+
+from .rules import CONSERVATIVE, SEPARATE, ConvZB, RuleSet, cls_pool
+from .trace import METHOD_NAMES, ModelTrace, check_model, inference_flags, trace_model
+
+MethodFn = Callable[[VisionTransformer, Tensor, Tensor, int], Tensor]
+
+
+def _one_hot(trace: ModelTrace, class_ids: Tensor) -> Tensor:
+    return F.one_hot(class_ids, trace.logits.shape[-1]).to(trace.logits.dtype)
+
+
+def _attention_grads(trace: ModelTrace, class_ids: Tensor) -> list[Tensor]:
+    """∂(one_hot · logits)/∂A for every traced block; one backward pass, no parameter gradients."""
+    with torch.enable_grad():
+        target = (trace.logits * _one_hot(trace, class_ids)).sum()  # per-image terms: batch-independent
+        return list(torch.autograd.grad(target, [t.attn for t in trace.blocks]))
+
+
+def _relevance_at_last_block(trace: ModelTrace, class_ids: Tensor, rules: RuleSet) -> Tensor:
+    """The one-hot at the logits through the head; norm/fc_norm are identities and CLS pooling sends
+    it to token 0, which is the last block's only (query) token here: (B, 1, D)."""
+    r_pooled = trace.head.relevance(rules, _one_hot(trace, class_ids))
+    return cls_pool(r_pooled, num_tokens=trace.blocks[-1].n_query)
+
+
+def _to_grid(trace: ModelTrace, cls_row: Tensor) -> Tensor:
+    """(B, N) class-token row -> (B, gh, gw) over the patch tokens (prefix tokens dropped)."""
+    return cls_row[:, trace.num_prefix:].reshape(cls_row.shape[0], *trace.grid)
+
+
+def _check_start(model: VisionTransformer, start_layer: int) -> None:
+    depth = len(model.blocks)
+    if not 0 <= start_layer < depth:
+        raise ValueError(f"start_layer must be in [0, {depth}) for this {depth}-block model; got {start_layer}")
+
+
+# --------------------------------------------------------------------------- methods
+
+def transformer_attribution(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """Chefer et al.: Ā_i = mean_h clamp(∇A_i ⊙ R_A_i, 0); CLS row of (Ā_L−1 + I)···(Ā_s + I)."""
+    _check_start(model, start_layer)
+    trace = trace_model(model, images, first_recorded=start_layer, grad_from=start_layer)
+    grads = _attention_grads(trace, class_ids)
+    relevance = _relevance_at_last_block(trace, class_ids, CONSERVATIVE)
+    row = None
+    for i in reversed(range(len(trace.blocks))):
+        block = trace.blocks[i]
+        r_attn, relevance = block.propagate(relevance, CONSERVATIVE, to_input=i > 0)
+        cam = (grads[i] * r_attn).clamp(min=0).mean(dim=1)  # (B, nq, N)
+        # only the CLS row of the chain is needed: a row vector times (cam + I), top block first
+        if row is None:
+            row = cam[:, :1].clone()
+            row[..., 0] += 1
+        else:
+            row = row + row @ cam
+    return _to_grid(trace, row[:, 0])
+
+
+def rollout(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """Abnar & Zuidema: head-mean attention, (A + I) row-normalised, chained from start_layer; CLS row."""
+    _check_start(model, start_layer)
+    trace = trace_model(model, images, first_recorded=start_layer, keep=lambda t: t.attn)
+    row = None
+    for attn in reversed(trace.blocks):
+        joint = attn.mean(dim=1)  # (B, nq, N)
+        nq, n = joint.shape[-2:]
+        joint = joint + torch.eye(nq, n, dtype=joint.dtype, device=joint.device)
+        joint = joint / joint.sum(dim=-1, keepdim=True)
+        row = joint[:, :1] if row is None else row @ joint
+    return _to_grid(trace, row[:, 0])
+
+
+def raw_attention(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """Last block's attention, head mean, CLS row."""
+    trace = trace_model(model, images, first_recorded=len(model.blocks) - 1, keep=lambda t: t.attn)
+    return _to_grid(trace, trace.blocks[-1][:, :, 0].mean(dim=1))
+
+
+def gradcam(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """GradCAM on the last block's CLS-row attention: heads weighted by the mean gradient over the
+    patch tokens, head mean, clamp ≥ 0."""
+    last = len(model.blocks) - 1
+    trace = trace_model(model, images, first_recorded=last, grad_from=last)
+    (grad,) = _attention_grads(trace, class_ids)
+    npt = trace.num_prefix
+    attn, grad = trace.blocks[-1].attn[:, :, 0, npt:], grad[:, :, 0, npt:]
+    cam = (attn * grad.mean(dim=-1, keepdim=True)).mean(dim=1).clamp(min=0)
+    return cam.reshape(cam.shape[0], *trace.grid)
+
+
+def partial_lrp(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """Voita et al.: the last block's attention relevance (separate-normalisation LRP), clamp ≥ 0,
+    head mean, CLS row."""
+    trace = trace_model(model, images, first_recorded=len(model.blocks) - 1)
+    relevance = _relevance_at_last_block(trace, class_ids, SEPARATE)
+    r_attn, _ = trace.blocks[-1].propagate(relevance, SEPARATE, to_input=False)
+    return _to_grid(trace, r_attn.clamp(min=0).mean(dim=1)[:, 0])
+
+
+def lrp(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """Binder et al.: separate-normalisation LRP through every block, the position-embedding add
+    (z-rule), and the patch-embedding convolution (z^B, per-image bounds); summed over colour."""
+    trace = trace_model(model, images, first_recorded=0, keep_embed=True)
+    relevance = _relevance_at_last_block(trace, class_ids, SEPARATE)
+    for block in reversed(trace.blocks):
+        _, relevance = block.propagate(relevance, SEPARATE)
+    # norm_pre, patch_drop: identities; then the position embedding was added to the patch tokens
+    embed = trace.embed
+    r_patch = relevance[:, trace.num_prefix:]
+    r_patch, _ = SEPARATE.add(embed.patch, embed.embedded - embed.patch, r_patch)
+    # patch_embed.norm: identity; tokens back to the conv's (B, D, gh, gw) output layout
+    b, _, dim = r_patch.shape
+    r_conv = r_patch.transpose(1, 2).reshape(b, dim, *trace.grid)
+    pe = model.patch_embed
+    conv = pe.proj
+    x = images
+    if pe.dynamic_img_pad:
+        pad_h = (-x.shape[-2]) % pe.patch_size[0]
+        pad_w = (-x.shape[-1]) % pe.patch_size[1]
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    rule = ConvZB(stride=conv.stride, padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
+    r_pixels = rule(x, conv.weight.detach(), r_conv)
+    return r_pixels[..., :images.shape[-2], :images.shape[-1]].sum(dim=1)
+
+
+METHODS: dict[str, MethodFn] = {
+    "transformer_attribution": transformer_attribution,
+    "rollout": rollout,
+    "raw_attention": raw_attention,
+    "gradcam": gradcam,
+    "partial_lrp": partial_lrp,
+    "lrp": lrp,
+}
+assert tuple(METHODS) == METHOD_NAMES
+
+
+def explain(model: VisionTransformer, images: Tensor, class_ids: Tensor,
+            method: str = "transformer_attribution", start_layer: int = 1) -> Tensor:
+    """Relevance of each image's pixels/tokens for the class to explain.
+
+    Args:
+        model: a timm ``VisionTransformer`` (plain or hybrid), normally in eval mode; it is run in
+            eval semantics and left exactly as it was (parameters, grads, hooks, training flags).
+        images: (B, 3, H, W), normalised for the model, on the model's device and dtype.
+        class_ids: (B,) integer class per image.
+        method: one of ``METHODS``.
+        start_layer: first block of the chain for ``transformer_attribution`` and ``rollout``
+            (ignored by the others).
+
+    Returns:
+        (B, gh, gw) raw maps on the token grid; (B, H, W) for ``lrp``. Detached, the images' dtype.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    check_model(model, method)
+    if images.ndim != 4:
+        raise ValueError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
+    class_ids = torch.as_tensor(class_ids, device=images.device)
+    if class_ids.shape != images.shape[:1] or class_ids.is_floating_point():
+        raise ValueError(f"class_ids must be an integer tensor of shape ({images.shape[0]},); "
+                         f"got {class_ids.dtype} {tuple(class_ids.shape)}")
+    num_classes = model.head.out_features
+    if len(class_ids) and not (0 <= int(class_ids.min()) and int(class_ids.max()) < num_classes):
+        raise ValueError(f"class_ids must lie in [0, {num_classes})")
+    with inference_flags(model), torch.no_grad():
+        return METHODS[method](model, images, class_ids.long(), start_layer).detach()

@@ -1,0 +1,75 @@
+"""cams stage: relevance seeds for every present class of every image, on the token grid."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.artifacts import ArtifactWriter
+from pipeline.classifier import resize_square, to_tensor
+from pipeline.dataset_index import DatasetIndex
+from pipeline.errors import InputError
+from pipeline.models import load_classifier, resolve_device, token_grid, token_stride
+from pipeline.progress import progress_bar
+from pipeline.seeds import multiscale_relevance, normalise_by_max
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params
+
+DATASET = Path("data/dataset.zarr")
+CLASSIFIER = Path("data/models/classifier.pt")
+OUTPUT = Path("data/cams.zarr")
+KIND = "cams"
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Explain the classifier for each ground-truth class of each image; writes data/cams.zarr (float16)."""
+    params = load_params(params_file)
+    source = str(params_file)
+    cfg = P.section(params, "cams", P.CamsParams, source)
+    device = resolve_device(P.value(params, "device", str, source))
+    index = DatasetIndex(DATASET)
+    # Other input sizes than the training one need the position embedding resized on the fly.
+    dynamic = any(scale != 1.0 for scale in cfg.scales)
+    model, meta = load_classifier(CLASSIFIER, device, dynamic_img_size=dynamic)
+    if meta["class_names"] != index.class_names:
+        raise InputError(f"{CLASSIFIER} was trained on classes {meta['class_names']} but {DATASET} has {index.class_names}; rerun train_cls")
+    if cfg.image_size != meta["image_size"]:
+        raise InputError(f"{source}: cams.image_size={cfg.image_size} differs from the classifier's train_cls.image_size={meta['image_size']}; "
+                         "set them equal (cams.scales explains at other sizes)")
+    stride = token_stride(model)
+    if cfg.image_size % stride:
+        raise InputError(f"{source}: cams.image_size={cfg.image_size} must be a multiple of the token stride {stride}")
+    grid = (cfg.image_size // stride, cfg.image_size // stride)
+    positions = index.indices(cfg.splits)
+    ids = [index.ids[i] for i in positions]
+    # One explanation per (image, present class); images without labels get all-zero maps.
+    pairs = [(row, int(c)) for row, pos in enumerate(positions) for c in np.nonzero(index.labels[pos])[0]]
+    attrs = {
+        "class_names": index.class_names, "grid": list(grid), "stride": stride, "image_size": cfg.image_size,
+        "method": cfg.method, "start_layer": cfg.start_layer, "scales": cfg.scales, "flip": cfg.flip,
+        "normalisation": "per class: clip at 0, divide by its max",
+    }
+    remaining = np.bincount([row for row, _ in pairs], minlength=len(positions))
+    pending: dict[int, np.ndarray] = {}
+    with ArtifactWriter(OUTPUT, KIND, ids, attrs) as out:
+        out.create("cams", (index.num_classes, *grid), "float16")
+        out.create("labels", (index.num_classes,), "uint8")
+        for row, pos in enumerate(positions):
+            out.write("labels", row, index.labels[pos])
+            if remaining[row] == 0:
+                out.write("cams", row, np.zeros((index.num_classes, *grid), np.float16))
+        bar = progress_bar(len(pairs), desc="cams", unit="map")
+        for start in range(0, len(pairs), cfg.batch_size):
+            batch = pairs[start : start + cfg.batch_size]
+            images = to_tensor([resize_square(index.image(int(positions[row])), cfg.image_size) for row, _ in batch]).to(device)
+            classes = torch.tensor([c for _, c in batch], device=device)
+            maps = multiscale_relevance(model, images, classes, cfg.method, grid, stride, cfg.scales, cfg.flip, cfg.start_layer)
+            for (row, c), m in zip(batch, normalise_by_max(maps.float().cpu().numpy())):
+                pending.setdefault(row, np.zeros((index.num_classes, *grid), np.float32))[c] = m
+                remaining[row] -= 1
+                if remaining[row] == 0:  # all classes of this image done: hand it to the writer
+                    out.write("cams", row, pending.pop(row))
+            bar.update(len(batch))
+        bar.close()
+    echo(f"cams: {len(pairs)} maps for {len(ids)} images ({cfg.method}) -> {OUTPUT}")

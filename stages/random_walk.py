@@ -1,0 +1,67 @@
+"""random_walk stage: spread the seeds with AffinityNet's transition matrix; write masks and VOC PNGs."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.affinity import half_disc_offsets, load_affinitynet, predict_affinity
+from pipeline.artifacts import Artifact, ArtifactWriter
+from pipeline.classifier import normalise, resize_square, to_tensor
+from pipeline.dataset_index import DatasetIndex
+from pipeline.models import resolve_device
+from pipeline.progress import progress_bar
+from pipeline.random_walk import refine
+from pipeline.seeds import cam_positions, present_class_maps
+from pipeline.voc import save_label_png
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params
+
+DATASET = Path("data/dataset.zarr")
+CLASSIFIER = Path("data/models/classifier.pt")
+CAMS = Path("data/cams.zarr")
+AFFINITYNET = Path("data/models/affinitynet.pt")
+OUTPUT = Path("data/refined.zarr")
+PNG_DIR = Path("data/pseudo_labels")
+KIND = "refined"
+BATCH = 8
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Random walk T^t on [background, classes] seeds -> data/refined.zarr and data/pseudo_labels/<id>.png."""
+    params = load_params(params_file)
+    source = str(params_file)
+    cfg = P.section(params, "random_walk", P.RandomWalkParams, source)
+    device = resolve_device(P.value(params, "device", str, source))
+    index = DatasetIndex(DATASET)
+    cams = Artifact(CAMS, "cams")
+    positions = cam_positions(index, cams)
+    net, meta = load_affinitynet(AFFINITYNET, CLASSIFIER, device)
+    image_size = meta["image_size"]
+    offsets = half_disc_offsets(cfg.radius)
+    max_size = tuple(int(v) for v in index.sizes[positions].max(axis=0))
+    attrs = {"class_names": index.class_names, "random_walk": cfg.__dict__, "values": "0 background, k class k"}
+    png_tmp = PNG_DIR.with_name(f".{PNG_DIR.name}.tmp")
+    shutil.rmtree(png_tmp, ignore_errors=True)
+    png_tmp.mkdir(parents=True)
+    bar = progress_bar(len(positions), desc="random_walk")
+    with ArtifactWriter(OUTPUT, KIND, cams.ids, attrs) as out:
+        out.create("labels", max_size, "uint8", max_shape=True)
+        for start in range(0, len(positions), BATCH):
+            rows = range(start, min(start + BATCH, len(positions)))
+            originals = [index.image(positions[r]) for r in rows]
+            batch = normalise(to_tensor([resize_square(image, image_size) for image in originals]).to(device))
+            affinity = predict_affinity(net, batch, offsets).double().cpu().numpy()
+            for k, row in enumerate(rows):
+                maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
+                mask = refine(maps, labels, affinity[k], offsets, cfg.beta, cfg.steps, cfg.alpha, originals[k].shape[:2])
+                out.write("labels", row, mask)
+                save_label_png(png_tmp / f"{cams.ids[row]}.png", mask)
+            bar.update(len(rows))
+    bar.close()
+    shutil.rmtree(PNG_DIR, ignore_errors=True)
+    os.replace(png_tmp, PNG_DIR)
+    echo(f"random_walk: {len(positions)} pseudo-masks -> {OUTPUT}, {PNG_DIR}/")

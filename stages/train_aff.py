@@ -1,0 +1,48 @@
+"""train_aff stage: train AffinityNet on the confident pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.affinity import build_affinitynet, save_affinitynet, train_affinitynet
+from pipeline.artifacts import Artifact
+from pipeline.classifier import resize_square
+from pipeline.dataset_index import DatasetIndex
+from pipeline.models import resolve_device
+from pipeline.progress import progress, progress_bar
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params, write_csv
+
+DATASET = Path("data/dataset.zarr")
+CLASSIFIER = Path("data/models/classifier.pt")
+PAIRS = Path("data/aff_pairs.zarr")
+OUTPUT = Path("data/models/affinitynet.pt")
+CURVE = Path("plots/affinity_training.csv")
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Train AffinityNet (L_bg+ + L_fg+ + 2 L-) -> data/models/affinitynet.pt and its loss curve."""
+    params = load_params(params_file)
+    source = str(params_file)
+    cfg = P.section(params, "train_aff", P.TrainAffParams, source)
+    device = resolve_device(P.value(params, "device", str, source))
+    torch.manual_seed(cfg.seed)  # the new 1x1 convolutions' initialisation
+    index = DatasetIndex(DATASET)
+    pairs = Artifact(PAIRS, "aff_pairs")
+    image_size = int(pairs.attrs["image_size"])
+    offsets = [tuple(o) for o in pairs.attrs["offsets"]]
+    net = build_affinitynet(CLASSIFIER, image_size, cfg.hidden_channels, cfg.out_channels, device)
+    where = {image_id: i for i, image_id in enumerate(index.ids)}
+    images = [resize_square(index.image(where[i]), image_size) for i in progress(pairs.ids, total=len(pairs), desc="load images")]
+    labels = pairs.read_all("labels")
+    bar = progress_bar(cfg.epochs * len(images), desc="train_aff")
+    history = train_affinitynet(
+        net, images, labels, offsets, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
+        poly_power=cfg.poly_power, new_layer_lr_mult=cfg.new_layer_lr_mult, hflip=cfg.hflip, color_jitter=cfg.color_jitter,
+        frozen_norm=cfg.freeze_backbone_norm, seed=cfg.seed, device=device, progress=bar.update,
+    )
+    bar.close()
+    save_affinitynet(OUTPUT, net, {"image_size": image_size, "hidden_channels": cfg.hidden_channels, "out_channels": cfg.out_channels})
+    write_csv(CURVE, [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history])
+    echo(f"train_aff: final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
