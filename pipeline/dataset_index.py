@@ -41,7 +41,7 @@ def write_index(path: str | os.PathLike, root: str, splits: Sequence[str], use_a
             out.write("labels", index, dataset.labels(image_id))
             out.write("split", index, np.uint8(split_index))
             out.write("size", index, np.array(dataset.size(image_id), dtype=np.int32))
-            out.write("has_mask", index, np.uint8(dataset.mask(image_id) is not None))
+            out.write("has_mask", index, np.uint8(dataset.has_mask(image_id)))
     counts = {split: sum(1 for e in entries if e[1] == i) for i, split in enumerate(splits)}
     return {"images": len(ids), "per_split": counts, "classes": len(names)}
 

@@ -81,6 +81,11 @@ class SyntheticConfig:
     jpeg_quality: int = 95
 
     def __post_init__(self) -> None:
+        for pair in ("objects", "scale"):  # accept the lists a YAML file gives
+            value = tuple(getattr(self, pair))
+            if len(value) != 2:
+                raise ValueError(f"SyntheticConfig: {pair} must be a (min, max) pair, got {value}")
+            object.__setattr__(self, pair, value)
         checks = [
             (self.image_size >= 16, "image_size must be >= 16"),
             (1 <= self.num_classes <= len(SHAPES), f"num_classes must be in 1..{len(SHAPES)} (one shape family each)"),

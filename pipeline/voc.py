@@ -32,6 +32,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.errors import InputError
+
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
@@ -43,7 +45,7 @@ _SPLIT_DIR = Path("ImageSets") / "Segmentation"
 _MAX_LISTED = 5  # ids named in an error message before "... and N more"
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset folder or file is missing, empty or malformed; the message names the fix."""
 
 
@@ -136,6 +138,7 @@ class VOCDataset:
 
     Construction validates the folder, the split file and that every image exists, so a
     broken dataset fails before any stage does work. Unreadable files are reported when read.
+    The per-image methods take any id under the root, not only this split's.
     """
 
     def __init__(self, root: str | Path, split: str, use_aug: bool = False) -> None:
@@ -202,6 +205,10 @@ class VOCDataset:
             raise DatasetError(f"mask {path} has values {bad.tolist()} beyond the {self.num_classes} classes; "
                                "check class_names.txt matches the masks")
         return mask
+
+    def has_mask(self, image_id: str) -> bool:
+        """Whether the image has a label mask, without reading it."""
+        return self._mask_path(image_id) is not None
 
     def labels(self, image_id: str) -> np.ndarray:
         """Multi-hot uint8 vector of length K: XML objects, else mask classes, else all zero."""

@@ -27,6 +27,7 @@ STAGES = [
     ("train_aff", "stages.train_aff", "Train AffinityNet on the confident pairs (data/models/affinitynet.pt)."),
     ("random_walk", "stages.random_walk", "Random walk of the seeds over AffinityNet affinities (data/refined.zarr, PNGs)."),
     ("evaluate", "stages.evaluate", "mIoU of seeds, CRF labels and random-walk masks (metrics/segmentation.json)."),
+    ("explain_eval", "stages.explain_eval", "Perturbation and segmentation tests of each explanation method (metrics/explainability.json)."),
 ]
 
 

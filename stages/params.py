@@ -10,7 +10,7 @@ import dataclasses
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Any, Literal, Optional, TypeVar, Union, get_args, get_origin
 
 import yaml
 
@@ -140,6 +140,28 @@ class EvaluateParams:
     seed_background: float = spec(0.0, 1.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ImageNetEvalParams:
+    model: str
+    pretrained: Union[bool, str]
+    val_root: Optional[str]
+    labels_file: Optional[str]
+    segmentation_file: Optional[str]
+    image_size: int = spec(16, 2048)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExplainEvalParams:
+    source: Literal["dataset", "imagenet"]
+    methods: list[Literal["transformer_attribution", "rollout", "raw_attention", "gradcam", "partial_lrp", "lrp"]]
+    split: str
+    imagenet: ImageNetEvalParams
+    max_images: int = spec(0)
+    batch_size: int = spec(1)
+    max_forward_batch: int = spec(1)
+    start_layer: int = spec(0)
+
+
 def _check_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found; run from the project root or pass --params FILE")
@@ -194,6 +216,8 @@ def _type_name(kind: Any) -> str:
         return " or ".join(_type_name(a) for a in get_args(kind))
     if origin is list:
         return f"a list of {_type_name(get_args(kind)[0])}"
+    if kind is type(None):
+        return "null"
     return getattr(kind, "__name__", str(kind))
 
 
@@ -217,6 +241,10 @@ def _check(raw: Any, kind: Any, where: str, source: str, metadata: Any) -> Any:
         if not isinstance(raw, list):
             raise wrong
         return [_check(item, get_args(kind)[0], f"{where}[{i}]", source, metadata) for i, item in enumerate(raw)]
+    if kind is type(None):
+        if raw is not None:
+            raise wrong
+        return None
     if kind is bool:
         if not isinstance(raw, bool):
             raise wrong
@@ -251,4 +279,5 @@ SECTIONS: dict[str, type] = {
     "train_aff": TrainAffParams,
     "random_walk": RandomWalkParams,
     "evaluate": EvaluateParams,
+    "explain_eval": ExplainEvalParams,
 }

@@ -2,7 +2,6 @@
 hybrid and stock timm models; refusals. Tiny models, CPU, offline."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from functools import partial
 
@@ -55,7 +54,7 @@ def stem() -> nn.Module:
 
 
 def hybrid_vit(dtype: torch.dtype = torch.float64, seed: int = 2) -> VisionTransformer:
-    """The demo hybrid: timm HybridEmbed over a small conv stem (stride 4), 1×1... here 2×2 patches."""
+    """The demo hybrid: timm HybridEmbed over a small conv stem (stride 4), 2×2 patches of its map."""
     torch.manual_seed(seed)
     model = VisionTransformer(img_size=32, patch_size=2, embed_layer=partial(HybridEmbed, backbone=stem()),
                               embed_dim=32, depth=2, num_heads=2, num_classes=3)
@@ -352,6 +351,14 @@ def _assert_untouched(model: nn.Module, before: dict) -> None:
         assert not m._forward_hooks and not m._forward_pre_hooks
         assert not m._backward_hooks and not m._backward_pre_hooks
         assert not getattr(m, "_state_dict_hooks", {}) and not getattr(m, "_load_state_dict_pre_hooks", {})
+
+
+def test_works_under_inference_mode(plain: VisionTransformer) -> None:
+    images, class_ids = images_for(plain, 2), torch.tensor([1, 2])
+    expected = {m: explain(plain, images, class_ids, method=m) for m in METHODS}
+    with torch.inference_mode():
+        for method in METHODS:
+            assert_maps_close(explain(plain, images.clone(), class_ids, method=method), expected[method], rel=1e-12)
 
 
 @pytest.mark.parametrize("no_grad", [False, True])

@@ -68,6 +68,20 @@ def test_linear_alpha1_beta0_matches_definition_and_conserves(gen: torch.Generat
     torch.testing.assert_close(LinearAlpha1Beta0()(x_wide, w_wide, r[:, 0]).sum(-1), r[:, 0].sum(-1))
 
 
+@pytest.mark.parametrize("rule", [LinearAlpha1Beta0(), LinearAlpha1Beta0Separate()])
+def test_linear_output_with_no_positive_part_passes_nothing_float32(gen: torch.Generator, rule) -> None:
+    """An output whose contributions are all ≤ 0 has z⁺ = 0: its relevance must vanish exactly, not
+    come back as a huge S times products that only nearly cancel."""
+    x = randn(gen, 2, 256).abs().float() * 10
+    w = randn(gen, 3, 256).float()
+    w[1] = -w[1].abs()  # output 1: every x_j w_j1 ≤ 0
+    r = torch.tensor([[0.0, 1.0, 0.0], [0.5, 1.0, 0.5]])
+    out = rule(x, w, r)
+    expected = _linear_alpha1_beta0_naive(x.double(), w.double(), r.double())
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
+    assert (out[0] == 0).all()
+
+
 def test_linear_alpha1_beta0_positive_relevance_stays_positive(gen: torch.Generator) -> None:
     x, w, r = randn(gen, 2, 6), randn(gen, 4, 6), randn(gen, 2, 4).abs()
     assert (LinearAlpha1Beta0()(x, w, r) >= 0).all()

@@ -77,7 +77,7 @@ def test_images_render_independently(generated: tuple[Path, SyntheticSummary]) -
 def test_occluded_objects_do_not_count(tmp_path: Path) -> None:
     # Crowded, large objects and a strict visibility rule force drops.
     summary = generate(tmp_path / "crowd", 20, 0, image_size=48, num_classes=3, seed=0,
-                       objects=(3, 3), scale=(0.3, 0.4), min_visible=0.7)
+                       objects=[3, 3], scale=(0.3, 0.4), min_visible=0.7)
     assert summary.dropped > 0
     assert summary.objects + summary.dropped == 3 * 20
     _check_contract(tmp_path / "crowd", 3)

@@ -97,7 +97,7 @@ def test_ids_labels_and_masks(voc: Path) -> None:
     mask = ds.mask("rgb")
     assert mask.dtype == np.uint8 and mask.shape == (H, W)
     assert set(np.unique(mask).tolist()) == {0, CAT, PERSON, 255}
-    assert ds.mask("cmyk") is None
+    assert ds.mask("cmyk") is None and not ds.has_mask("cmyk") and ds.has_mask("rgb")
     assert ds.size("rgb") == (H, W)
 
 

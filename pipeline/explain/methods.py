@@ -171,5 +171,6 @@ def explain(model: VisionTransformer, images: Tensor, class_ids: Tensor,
     num_classes = model.head.out_features
     if len(class_ids) and not (0 <= int(class_ids.min()) and int(class_ids.max()) < num_classes):
         raise ValueError(f"class_ids must lie in [0, {num_classes})")
-    with inference_flags(model), torch.no_grad():
+    # callers may be in no_grad or inference_mode: gradients w.r.t. attention maps need autograd
+    with torch.inference_mode(False), inference_flags(model), torch.no_grad():
         return METHODS[method](model, images, class_ids.long(), start_layer).detach()

@@ -18,6 +18,7 @@ used twice (a residual branch).
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -29,11 +30,17 @@ from torch import Tensor
 EPS = 1e-9
 
 
-def stabilized_divide(a: Tensor, b: Tensor) -> Tensor:
-    """``a / (b + 1e-9)``, and 0 where ``b == 0`` (the reference's safe division)."""
-    den = b + EPS
-    den = torch.where(den == 0, EPS, den)  # b == -1e-9 would otherwise divide by zero
-    return torch.where(b == 0, 0.0, a / den)
+def stabilized_divide(a: Tensor, b: Tensor, nonnegative: bool = False, eps: float = EPS) -> Tensor:
+    """``a / (b + eps)``, and 0 where ``b == 0`` (the reference's safe division, eps = 1e-9).
+
+    ``nonnegative=True`` promises b ≥ 0 (αβ and z^B denominators), which skips a check.
+    In-place fills on fresh tensors: these run on activation-sized tensors in every layer.
+    """
+    den = b + eps
+    if not nonnegative:
+        den.masked_fill_(den == 0, eps)  # b == -eps would otherwise divide by zero
+    den.masked_fill_(b == 0, math.inf)  # finite / inf == 0
+    return a / den
 
 
 def per_sample_sum(t: Tensor) -> Tensor:
@@ -63,15 +70,20 @@ class LinearAlpha1Beta0:
     x⁺W⁺ + x⁻W⁻ = (xW + |x||W|)/2 elementwise, so the denominator is (xWᵀ + |x||W|ᵀ)/2 and the
     relevance (x ⊙ (S W) + |x| ⊙ (S |W|))/2 — three matmuls, or two when the forward's xWᵀ
     (without bias) is passed as ``xw``. Conserves ΣR wherever the denominator is non-zero.
+    Numerical note: z⁺ comes out of a cancellation, so an output whose contributions are nearly
+    all negative gets a less accurate denominator than the 4-matmul form would give it.
     """
 
     def __call__(self, x: Tensor, weight: Tensor, relevance: Tensor, xw: Tensor | None = None) -> Tensor:
-        w_abs = weight.abs()
-        x_abs = x.abs()
-        if xw is None:
-            xw = F.linear(x, weight)
-        s = stabilized_divide(relevance, (xw + F.linear(x_abs, w_abs)) / 2)
-        return (x * (s @ weight) + x_abs * (s @ w_abs)) / 2
+        shape = x.shape
+        x = x.reshape(-1, shape[-1])
+        xw = F.linear(x, weight) if xw is None else xw.reshape(x.shape[0], -1)
+        w_abs, x_abs = weight.abs(), x.abs()
+        # S/2 = R / (2 z⁺ + 2e-9), and 2 z⁺ = xWᵀ + |x||W|ᵀ (one fused multiply-add). Where z⁺ = 0
+        # the zero matters: the two products below would not cancel exactly against a huge S.
+        half_s = stabilized_divide(relevance.reshape(xw.shape), torch.addmm(xw, x_abs, w_abs.T),
+                                   nonnegative=True, eps=2 * EPS)
+        return torch.addcmul(x * (half_s @ weight), x_abs, half_s @ w_abs).reshape(shape)
 
 
 class LinearAlpha1Beta0Separate:
@@ -82,9 +94,9 @@ class LinearAlpha1Beta0Separate:
     def __call__(self, x: Tensor, weight: Tensor, relevance: Tensor, xw: Tensor | None = None) -> Tensor:
         x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
         w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
-        s_pos = stabilized_divide(relevance, F.linear(x_pos, w_pos))
-        s_neg = stabilized_divide(relevance, F.linear(x_neg, w_neg))
-        return x_pos * (s_pos @ w_pos) + x_neg * (s_neg @ w_neg)
+        s_pos = stabilized_divide(relevance, F.linear(x_pos, w_pos), nonnegative=True)
+        s_neg = stabilized_divide(relevance, F.linear(x_neg, w_neg), nonnegative=True)
+        return torch.addcmul(x_pos * (s_pos @ w_pos), x_neg, s_neg @ w_neg)
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,7 @@ class ConvZB:
         w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
         kw = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
         z = F.conv2d(x, weight, **kw) - F.conv2d(low, w_pos, **kw) - F.conv2d(high, w_neg, **kw)
-        s = stabilized_divide(relevance, z)
+        s = stabilized_divide(relevance, z, nonnegative=True)
 
         def back(w: Tensor) -> Tensor:  # S through the transposed convolution
             return torch.nn.grad.conv2d_input(x.shape, w, s, **kw)
@@ -183,12 +195,12 @@ class ConvZB:
 
 @dataclass(frozen=True)
 class RuleSet:
-    """Which rule each kind of layer uses (zennit's 'composite')."""
+    """Which rule each kind of layer uses (zennit's 'composite'). Norms, activations, softmax,
+    dropout and LayerScale always take the ``Identity`` rule, so the traversal skips them."""
 
     linear: LinearRule
     add: AddRule
     matmul: MatMulGradInput = field(default_factory=MatMulGradInput)
-    identity: Identity = field(default_factory=Identity)
 
 
 CONSERVATIVE = RuleSet(linear=LinearAlpha1Beta0(), add=ResidualAdd())

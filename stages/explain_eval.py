@@ -1,0 +1,119 @@
+"""explain_eval stage: perturbation and segmentation tests of every explanation method."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline import imagenet
+from pipeline.classifier import normalise, resize_square, to_tensor
+from pipeline.dataset_index import DatasetIndex
+from pipeline.errors import InputError
+from pipeline.explain import explain
+from pipeline.explain_eval import evaluate_method
+from pipeline.labels import resize_labels
+from pipeline.models import build_classifier, load_classifier, resolve_device
+from pipeline.progress import progress_bar
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+
+DATASET = Path("data/dataset.zarr")
+CLASSIFIER = Path("data/models/classifier.pt")
+METRICS = Path("metrics/explainability.json")
+CURVES = Path("plots/perturbation")
+
+
+def dataset_batches(index: DatasetIndex, positions: np.ndarray, size: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Unnormalised [0, 1] images, multi-hot labels and masks (nearest-resized) of the built-in/VOC set."""
+    for start in range(0, len(positions), batch_size):
+        part = positions[start : start + batch_size]
+        images = to_tensor([resize_square(index.image(int(p)), size) for p in part]).float() / 255.0
+        masks = torch.from_numpy(np.stack([resize_labels(index.mask(int(p)), (size, size)) for p in part]))
+        yield {"images": images, "labels": torch.from_numpy(index.labels[part]).long(), "masks": masks}
+
+
+def summarise(result: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Headline numbers (percent) and the per-step accuracy rows of one method's results."""
+    headline: dict[str, Any] = {}
+    rows: dict[float, dict[str, Any]] = {}
+    for mode, summary in result.get("perturbation", {}).items():
+        for sign in ("positive", "negative"):
+            headline[f"{sign}_auc_{mode}"] = summary[sign]["auc"]
+            for fraction, accuracy in zip(summary["fractions"], summary[sign]["accuracy"]):
+                rows.setdefault(fraction, {"fraction": round(fraction, 2)})[f"{sign}_{mode}"] = accuracy
+    if "segmentation" in result:
+        segmentation = result["segmentation"]
+        headline.update(seg_pixel_accuracy=segmentation["pixel_accuracy"], seg_miou=segmentation["miou"], seg_map=segmentation["map"])
+    return headline, [rows[f] for f in sorted(rows)]
+
+
+def _limit(n: int, max_images: int) -> int:
+    return n if max_images == 0 else min(n, max_images)
+
+
+def run_on_dataset(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str, dict[str, Any]]:
+    index = DatasetIndex(DATASET)
+    model, meta = load_classifier(CLASSIFIER, device)
+    positions = [p for p in index.indices([cfg.split]) if index.has_mask[p]]
+    positions = np.array(positions[: _limit(len(positions), cfg.max_images)], dtype=np.int64)
+    if len(positions) == 0:
+        raise InputError(f"explain_eval.split='{cfg.split}' has no image with a ground-truth mask")
+    results = {}
+    for method in cfg.methods:
+        bar = progress_bar(len(positions), desc=f"explain_eval {method}")
+        results[method] = evaluate_method(
+            model, dataset_batches(index, positions, meta["image_size"], cfg.batch_size), normalise,
+            partial(explain, model, method=method, start_layer=cfg.start_layer),
+            rule="multi_label", max_batch=cfg.max_forward_batch, progress=bar.update,
+        )
+        bar.close()
+    return results
+
+
+def run_on_imagenet(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str, dict[str, Any]]:
+    settings = cfg.imagenet
+    if not settings.val_root and not settings.segmentation_file:
+        raise InputError("explain_eval.source=imagenet needs explain_eval.imagenet.val_root and/or segmentation_file")
+    model = build_classifier(settings.model, 1000, settings.image_size, settings.pretrained).to(device).eval()
+    results: dict[str, dict[str, Any]] = {method: {} for method in cfg.methods}
+    for method in cfg.methods:
+        explainer = partial(explain, model, method=method, start_layer=cfg.start_layer)
+        if settings.val_root:
+            val = imagenet.read_imagenet_val(settings.val_root, settings.labels_file)
+            bar = progress_bar(_limit(len(val), cfg.max_images), desc=f"perturbation {method}")
+            results[method].update(evaluate_method(
+                model, imagenet.batches(val, cfg.batch_size, settings.image_size, range(_limit(len(val), cfg.max_images))), normalise,
+                explainer, rule="single_label", segmentation_mode=None, max_batch=cfg.max_forward_batch, progress=bar.update))
+            bar.close()
+        if settings.segmentation_file:
+            with imagenet.ImageNetSegmentation(settings.segmentation_file) as seg:
+                bar = progress_bar(_limit(len(seg), cfg.max_images), desc=f"segmentation {method}")
+                results[method].update(evaluate_method(
+                    model, imagenet.batches(seg, cfg.batch_size, settings.image_size, range(_limit(len(seg), cfg.max_images))), normalise,
+                    explainer, rule="single_label", perturbation_modes=(), max_batch=cfg.max_forward_batch, progress=bar.update))
+                bar.close()
+    return results
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Positive/negative perturbation AUCs (predicted and target class) and the segmentation test, per method."""
+    params = load_params(params_file)
+    source = str(params_file)
+    cfg = P.section(params, "explain_eval", P.ExplainEvalParams, source)
+    device = resolve_device(P.value(params, "device", str, source))
+    results = run_on_dataset(cfg, device) if cfg.source == "dataset" else run_on_imagenet(cfg, device)
+    metrics: dict[str, Any] = {"source": cfg.source}
+    CURVES.mkdir(parents=True, exist_ok=True)
+    for stale in CURVES.glob("*.csv"):
+        stale.unlink()
+    for method, result in results.items():
+        headline, rows = summarise(result)
+        metrics[method] = headline
+        if rows:
+            write_csv(CURVES / f"{method}.csv", rows)
+        echo(f"explain_eval {method}: " + ", ".join(f"{k} {v:.2f}" for k, v in headline.items() if v is not None))
+    write_json(METRICS, metrics)
