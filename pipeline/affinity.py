@@ -263,6 +263,31 @@ def predict_affinity(net: AffinityNet, images: torch.Tensor, offsets: Sequence[t
         net.train(was_training)
 
 
+def affinity_grid(net: AffinityNet, image_size: int, device: torch.device | str = "cpu") -> tuple[int, int]:
+    """The (h, w) feature grid `net` produces for square inputs of `image_size`."""
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        shape = net(torch.zeros(1, 3, image_size, image_size, device=device)).shape[-2:]
+    net.train(was_training)
+    return tuple(shape)
+
+
+def mean_affinity(affinity: np.ndarray, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(h, w) mean affinity of each cell to its in-image partners, in both directions of every offset."""
+    total = np.zeros(affinity.shape[1:], np.float64)
+    count = np.zeros(affinity.shape[1:], np.float64)
+    height, width = affinity.shape[1:]
+    for k, (dy, dx) in enumerate(offsets):
+        ys, xs = slice(max(0, -dy), height - max(0, dy)), slice(max(0, -dx), width - max(0, dx))
+        yt, xt = slice(max(0, dy), height - max(0, -dy)), slice(max(0, dx), width - max(0, -dx))
+        total[ys, xs] += affinity[k][ys, xs]
+        count[ys, xs] += 1
+        total[yt, xt] += affinity[k][ys, xs]  # the same pair seen from its other end
+        count[yt, xt] += 1
+    return (total / np.maximum(count, 1)).astype(np.float32)
+
+
 def build_affinitynet(classifier_path: str | os.PathLike, image_size: int, hidden: int, out: int, device: torch.device) -> AffinityNet:
     """AffinityNet over the trained classifier's backbone (hybrid: CNN stem; plain ViT: token map)."""
     classifier, _ = load_classifier(classifier_path, device)

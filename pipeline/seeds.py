@@ -78,3 +78,11 @@ def cam_positions(index: DatasetIndex, cams: Artifact) -> list[int]:
     if not np.array_equal(cams.read_all("labels"), index.labels[positions]):
         raise InputError(f"{cams.path} was made with other image labels than {index.store.path}; rerun cams")
     return positions
+
+
+def full_resolution_seeds(cams: Artifact, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Present classes' seeds bilinearly upsampled to the original image size, and their label values."""
+    maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
+    if len(labels) == 0:
+        return np.zeros((0, *size), np.float32), labels
+    return upsample(torch.from_numpy(maps), size).clamp(0, 1).numpy(), labels

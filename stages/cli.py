@@ -28,6 +28,7 @@ STAGES = [
     ("random_walk", "stages.random_walk", "Random walk of the seeds over AffinityNet affinities (data/refined.zarr, PNGs)."),
     ("evaluate", "stages.evaluate", "mIoU of seeds, CRF labels and random-walk masks (metrics/segmentation.json)."),
     ("explain_eval", "stages.explain_eval", "Perturbation and segmentation tests of each explanation method (metrics/explainability.json)."),
+    ("report", "stages.report", "Self-contained HTML report: tables, curves, example gallery (report/index.html)."),
 ]
 
 

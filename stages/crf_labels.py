@@ -5,14 +5,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.crf import CRFParams, confident_labels_many, scaled_to
 from pipeline.dataset_index import DatasetIndex
-from pipeline.maps import upsample
 from pipeline.progress import progress_bar
-from pipeline.seeds import cam_positions, present_class_maps
+from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
 
@@ -21,14 +19,6 @@ CAMS = Path("data/cams.zarr")
 OUTPUT = Path("data/crf_labels.zarr")
 KIND = "crf_labels"
 CHUNK = 64  # images handed to the worker pool at a time, to bound memory
-
-
-def full_resolution_seeds(cams: Artifact, row: int, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Present classes' seeds bilinearly upsampled to the original image size, and their label values."""
-    maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
-    if len(labels) == 0:
-        return np.zeros((0, *size), np.float32), labels
-    return upsample(torch.from_numpy(maps), size).clamp(0, 1).numpy(), labels
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:

@@ -162,6 +162,12 @@ class ExplainEvalParams:
     start_layer: int = spec(0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ReportParams:
+    gallery_split: str
+    gallery_images: int = spec(0, 100)
+
+
 def _check_params_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ParamsError(f"{path}: params file not found; run from the project root or pass --params FILE")
@@ -280,4 +286,5 @@ SECTIONS: dict[str, type] = {
     "random_walk": RandomWalkParams,
     "evaluate": EvaluateParams,
     "explain_eval": ExplainEvalParams,
+    "report": ReportParams,
 }

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.affinity import half_disc_offsets, load_affinitynet, predict_affinity
+from pipeline.affinity import affinity_grid, half_disc_offsets, load_affinitynet, mean_affinity, predict_affinity
 from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.classifier import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
@@ -50,6 +50,8 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     bar = progress_bar(len(positions), desc="random_walk")
     with ArtifactWriter(OUTPUT, KIND, cams.ids, attrs) as out:
         out.create("labels", max_size, "uint8", max_shape=True)
+        # Mean affinity of each feature cell to its radius neighbours: low on boundaries (for figures).
+        out.create("affinity", affinity_grid(net, image_size, device), "float16")
         for start in range(0, len(positions), BATCH):
             rows = range(start, min(start + BATCH, len(positions)))
             originals = [index.image(positions[r]) for r in rows]
@@ -59,6 +61,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
                 maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
                 mask = refine(maps, labels, affinity[k], offsets, cfg.beta, cfg.steps, cfg.alpha, originals[k].shape[:2])
                 out.write("labels", row, mask)
+                out.write("affinity", row, mean_affinity(affinity[k], offsets))
                 save_label_png(png_tmp / f"{cams.ids[row]}.png", mask)
             bar.update(len(rows))
     bar.close()

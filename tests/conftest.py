@@ -23,6 +23,8 @@ TINY_PARAMS = {
     "crf": {"workers": 1},
     "aff_pairs": {"image_size": 64},
     "train_aff": {"epochs": 1, "batch_size": 4, "hidden_channels": 16, "out_channels": 8},
+    "explain_eval": {"max_images": 6, "batch_size": 6},
+    "report": {"gallery_images": 3},
 }
 
 

@@ -1,0 +1,143 @@
+"""report stage: one self-contained HTML page with the tables, curves and a gallery of examples."""
+from __future__ import annotations
+
+import csv
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.artifacts import Artifact
+from pipeline.dataset_index import DatasetIndex
+from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_nearest, resize_smooth, seed_overlay
+from pipeline.seeds import cam_positions, full_resolution_seeds
+from stages import params as P
+from stages.common import PARAMS_OPTION, echo, load_params
+
+DATASET = Path("data/dataset.zarr")
+CAMS = Path("data/cams.zarr")
+CRF_LABELS = Path("data/crf_labels.zarr")
+REFINED = Path("data/refined.zarr")
+OUTPUT = Path("report/index.html")
+
+STYLE = """body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}
+td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.gallery img{width:128px;height:auto;image-rendering:pixelated;margin:1px}.charts svg{margin-right:12px}"""
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def _number(value: Any) -> str:
+    if value is None or value == "":
+        return "–"
+    try:
+        return f"{float(value):.2f}"
+    except (TypeError, ValueError):
+        return html.escape(str(value))
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_number(c) if i else html.escape(str(c))}</td>" for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def segmentation_section() -> str:
+    metrics = _read_json(Path("metrics/segmentation.json"))
+    per_class = _read_csv(Path("plots/per_class_iou.csv"))
+    if not metrics:
+        return "<p>No segmentation metrics yet.</p>"
+    summary = table(["", "mIoU (%)"], [["seeds", metrics["seed_miou"]], ["CRF confident labels (on labelled pixels)", metrics["crf_confident_miou"]],
+                                        ["random walk", metrics["random_walk_miou"]]])
+    extra = f"<p>CRF labels cover {metrics['crf_coverage']:.1f}% of pixels at {metrics['crf_pixel_precision']:.1f}% pixel precision; {metrics['images']} {html.escape(metrics['split'])} images.</p>"
+    rows = [[r["class"], r["seed"], r["crf_confident"], r["random_walk"]] for r in per_class]
+    rows.append(["mean", metrics["seed_miou"], metrics["crf_confident_miou"], metrics["random_walk_miou"]])
+    return summary + extra + table(["class", "seed IoU", "CRF confident IoU", "random walk IoU"], rows)
+
+
+def explanation_section() -> str:
+    metrics = _read_json(Path("metrics/explainability.json"))
+    methods = [m for m in metrics if m != "source"]
+    if not methods:
+        return "<p>No explanation metrics yet.</p>"
+    perturbation = table(["method", "pos. AUC pred. ↓", "neg. AUC pred. ↑", "pos. AUC target ↓", "neg. AUC target ↑"],
+                         [[m, metrics[m].get("positive_auc_predicted"), metrics[m].get("negative_auc_predicted"),
+                           metrics[m].get("positive_auc_target"), metrics[m].get("negative_auc_target")] for m in methods])
+    segmentation = table(["method", "pixel accuracy", "mAP", "mIoU"],
+                         [[m, metrics[m].get("seg_pixel_accuracy"), metrics[m].get("seg_map"), metrics[m].get("seg_miou")] for m in methods])
+    charts = []
+    for m in methods:
+        rows = _read_csv(Path("plots/perturbation") / f"{m}.csv")
+        if rows:
+            x = [float(r["fraction"]) for r in rows]
+            series = {k: [float(r[k]) if r[k] else None for r in rows] for k in rows[0] if k != "fraction"}
+            charts.append(line_chart_svg(x, series, f"{m}: accuracy (%) vs fraction removed"))
+    return (f"<h3>Perturbation test (source: {html.escape(str(metrics['source']))})</h3>" + perturbation
+            + "<h3>Segmentation test</h3>" + segmentation + f"<div class='charts'>{''.join(charts)}</div>")
+
+
+def curves_section() -> str:
+    charts = []
+    for path, title, keys in ((Path("plots/classifier_training.csv"), "classifier", ["loss", "val_map"]),
+                              (Path("plots/affinity_training.csv"), "AffinityNet", ["loss"])):
+        rows = _read_csv(path)
+        if rows:
+            x = [float(r["epoch"]) for r in rows]
+            for key in keys:
+                charts.append(line_chart_svg(x, {key: [float(r[key]) for r in rows]}, f"{title} {key} per epoch"))
+    return f"<div class='charts'>{''.join(charts)}</div>" if charts else "<p>No training curves yet.</p>"
+
+
+def gallery_section(count: int, split: str) -> str:
+    index = DatasetIndex(DATASET)
+    cams, crf, refined = Artifact(CAMS, "cams"), Artifact(CRF_LABELS, "crf_labels"), Artifact(REFINED, "refined")
+    positions = cam_positions(index, cams)
+    wanted = index.splits.index(split) if split in index.splits else -1
+    rows = [r for r, p in enumerate(positions) if index.split_of[p] == wanted and index.has_mask[p]][:count]
+    header = "".join(f"<th>{h}</th>" for h in ("image", "seed map", "CRF confident labels", "affinity (mean to neighbours)", "refined mask", "ground truth"))
+    lines = []
+    for row in rows:
+        image = index.image(positions[row])
+        size = image.shape[:2]
+        seeds, _ = full_resolution_seeds(cams, row, size)
+        affinity = refined.read("affinity", row).astype(np.float32)
+        pictures = [image, seed_overlay(image, seeds), colour_labels(crf.read("labels", row)),
+                    resize_smooth(heatmap(affinity), size), colour_labels(refined.read("labels", row)), colour_labels(index.mask(positions[row]))]
+        cells = "".join(f"<td><img src='{png_data_uri(p)}' alt=''></td>" for p in pictures)
+        names = ", ".join(index.class_names[k] for k in np.nonzero(index.labels[positions[row]])[0])
+        lines.append(f"<tr><td>{html.escape(index.ids[positions[row]])}<br><small>{html.escape(names)}</small></td>{cells}</tr>")
+    return f"<table class='gallery'><tr><th>id</th>{header}</tr>{''.join(lines)}</table>"
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Write report/index.html: segmentation and explanation tables, training curves, example gallery."""
+    params = load_params(params_file)
+    cfg = P.section(params, "report", P.ReportParams, str(params_file))
+    classifier = _read_json(Path("metrics/classifier.json"))
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>vit-wsss report</title>", f"<style>{STYLE}</style></head><body>",
+        "<h1>vit-wsss report</h1>",
+        f"<p>Classifier validation mAP: {_number(classifier.get('val_map'))}</p>" if classifier else "",
+        "<h2>Pseudo-mask quality</h2>", segmentation_section(),
+        "<h2>Explanation methods</h2>", explanation_section(),
+        "<h2>Training curves</h2>", curves_section(),
+        "<h2>Examples</h2>", gallery_section(cfg.gallery_images, cfg.gallery_split),
+        "</body></html>",
+    ]
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUTPUT.with_name(f".{OUTPUT.name}.tmp")
+    tmp.write_text("\n".join(parts))
+    os.replace(tmp, OUTPUT)
+    echo(f"report: {OUTPUT} ({OUTPUT.stat().st_size // 1024} KiB)")

@@ -1,0 +1,96 @@
+"""DVC as a team uses it: param-scoped reruns, determinism, remotes and shared caches."""
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run
+
+GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+
+
+def _commit(project: Path, message: str) -> None:
+    run([*GIT, "add", "-A"], project)
+    run([*GIT, "commit", "-qm", message, "--allow-empty"], project)
+
+
+@pytest.fixture()
+def project(reproduced_project, tmp_path) -> Path:
+    """A private copy (git, DVC cache and outputs) of the reproduced tiny project, lock committed."""
+    copy = tmp_path / "project"
+    shutil.copytree(reproduced_project, copy, symlinks=True)
+    _commit(copy, "reproduced")
+    return copy
+
+
+def _ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([a-z_]+)'", output))
+
+
+# One edit per params section, and the stages that must rerun: the readers of the key and
+# everything downstream of them (each edit changes the reader's outputs).
+EDITS = [
+    (("synthetic", "seed"), 1, {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
+    (("train_cls", "lr"), 0.002, {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
+    (("cams", "flip"), False, {"cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
+    (("crf", "alpha_high"), 8, {"crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
+    (("aff_pairs", "radius"), 3, {"aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
+    (("train_aff", "lr"), 0.05, {"train_aff", "random_walk", "evaluate", "report"}),
+    (("random_walk", "beta"), 12, {"random_walk", "evaluate", "report"}),
+    (("evaluate", "seed_background"), 0.3, {"evaluate", "report"}),
+    (("explain_eval", "max_images"), 4, {"explain_eval", "report"}),
+    (("report", "gallery_images"), 2, {"report"}),
+]
+
+
+@pytest.mark.parametrize("key, value, expected", EDITS, ids=[".".join(e[0]) for e in EDITS])
+def test_editing_one_key_reruns_exactly_its_readers_and_their_dependents(project, key, value, expected):
+    params_path = project / "params.yaml"
+    params = yaml.safe_load(params_path.read_text())
+    params[key[0]][key[1]] = value
+    params_path.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(run(["dvc", "repro"], project).stdout) == expected
+
+
+def test_dataset_root_edit_reruns_from_dataset(project):
+    # A second VOC-layout folder (a copy of the generated one) as dataset.root.
+    shutil.copytree(project / "data/synthetic", project / "voc_copy")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dataset"]["root"] = "voc_copy"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = _ran(run(["dvc", "repro"], project).stdout)
+    assert "dataset" in ran and "synthetic" not in ran
+
+
+def test_forced_rerun_of_every_stage_is_byte_identical(project):
+    before = (project / "dvc.lock").read_text()
+    run(["dvc", "repro", "--force"], project)
+    assert (project / "dvc.lock").read_text() == before, "some stage wrote different bytes on a rerun"
+
+
+def test_push_then_fresh_clone_pulls_and_has_nothing_to_do(project, tmp_path):
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "team", str(remote)], project)
+    _commit(project, "remote")
+    run(["dvc", "push"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "pull"], clone)
+    status = run(["dvc", "status"], clone).stdout
+    assert "up to date" in status.lower(), status
+    assert _ran(run(["dvc", "repro"], clone).stdout) == set()
+    assert (clone / "data/pseudo_labels").is_dir()
+
+
+def test_shared_cache_directory_serves_a_second_checkout(project, tmp_path):
+    shared = tmp_path / "shared_cache"
+    shutil.copytree(project / ".dvc/cache", shared)
+    clone = tmp_path / "colleague"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "cache", "dir", str(shared)], clone)
+    run(["dvc", "config", "cache.shared", "group"], clone)
+    run(["dvc", "checkout"], clone)
+    assert "up to date" in run(["dvc", "status"], clone).stdout.lower()
+    assert _ran(run(["dvc", "repro"], clone).stdout) == set()
