@@ -234,7 +234,8 @@ def test_missing_batch_keys_are_named():
 
 @pytest.mark.parametrize("method", ["transformer_attribution", "lrp"])
 def test_runs_with_the_real_explain_api(method):
-    explain = pytest.importorskip("pipeline.explain").explain
+    from pipeline.explain import explain
+
     model = tiny_vit(depth=2)  # the default start layer 1 needs two blocks
     images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
     labels = torch.tensor([0, 1, 2])

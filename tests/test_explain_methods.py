@@ -442,15 +442,3 @@ def test_bad_arguments_are_refused(plain: VisionTransformer) -> None:
         explain(plain, images, torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="VisionTransformer"):
         explain(nn.Linear(2, 2), images, torch.tensor([0, 1]))
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_matches_cpu() -> None:
-    model = plain_vit(torch.float64)
-    images, class_ids = images_for(model, 2), torch.tensor([0, 1])
-    for method in METHODS:
-        cpu = explain(model, images, class_ids, method=method)
-        gpu = explain(model.cuda(), images.cuda(), class_ids.cuda(), method=method)
-        model.cpu()
-        assert gpu.device.type == "cuda"
-        assert_maps_close(gpu.cpu(), cpu, rel=1e-9)
