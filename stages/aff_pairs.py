@@ -14,11 +14,9 @@ from pipeline.models import feature_backbone, load_classifier
 from pipeline.progress import progress
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_json
+from stages.paths import AFF_PAIRS, CLASSIFIER, CRF_LABELS, DATASET
 
-DATASET = Path("data/dataset.zarr")
-CLASSIFIER = Path("data/models/classifier.pt")
-CRF_LABELS = Path("data/crf_labels.zarr")
-OUTPUT = Path("data/aff_pairs.zarr")
+OUTPUT = AFF_PAIRS
 METRICS = Path("metrics/aff_pairs.json")
 KIND = "aff_pairs"
 

@@ -15,10 +15,9 @@ from pipeline.progress import progress_bar
 from pipeline.seeds import multiscale_relevance, normalise_by_max
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
+from stages.paths import CAMS, CLASSIFIER, DATASET
 
-DATASET = Path("data/dataset.zarr")
-CLASSIFIER = Path("data/models/classifier.pt")
-OUTPUT = Path("data/cams.zarr")
+OUTPUT = CAMS
 KIND = "cams"
 
 

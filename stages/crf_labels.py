@@ -13,10 +13,9 @@ from pipeline.progress import progress_bar
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
+from stages.paths import CAMS, CRF_LABELS, DATASET
 
-DATASET = Path("data/dataset.zarr")
-CAMS = Path("data/cams.zarr")
-OUTPUT = Path("data/crf_labels.zarr")
+OUTPUT = CRF_LABELS
 KIND = "crf_labels"
 CHUNK = 64  # images handed to the worker pool at a time, to bound memory
 

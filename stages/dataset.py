@@ -7,8 +7,9 @@ from pipeline.dataset_index import write_index
 from pipeline.progress import progress
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
+from stages.paths import DATASET
 
-OUTPUT = Path("data/dataset.zarr")
+OUTPUT = DATASET
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:

@@ -13,11 +13,8 @@ from pipeline.progress import progress
 from pipeline.seeds import cam_positions, present_class_maps
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED
 
-DATASET = Path("data/dataset.zarr")
-CAMS = Path("data/cams.zarr")
-CRF_LABELS = Path("data/crf_labels.zarr")
-REFINED = Path("data/refined.zarr")
 METRICS = Path("metrics/segmentation.json")
 PER_CLASS = Path("plots/per_class_iou.csv")
 CONFUSION = Path("metrics/confusion.json")

@@ -20,9 +20,8 @@ from pipeline.models import build_classifier, load_classifier, resolve_device
 from pipeline.progress import progress_bar
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+from stages.paths import CLASSIFIER, DATASET
 
-DATASET = Path("data/dataset.zarr")
-CLASSIFIER = Path("data/models/classifier.pt")
 METRICS = Path("metrics/explainability.json")
 CURVES = Path("plots/perturbation")
 

@@ -19,13 +19,10 @@ from pipeline.seeds import cam_positions, present_class_maps
 from pipeline.voc import save_label_png
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
+from stages.paths import AFFINITYNET, CAMS, CLASSIFIER, DATASET, PSEUDO_LABELS, REFINED
 
-DATASET = Path("data/dataset.zarr")
-CLASSIFIER = Path("data/models/classifier.pt")
-CAMS = Path("data/cams.zarr")
-AFFINITYNET = Path("data/models/affinitynet.pt")
-OUTPUT = Path("data/refined.zarr")
-PNG_DIR = Path("data/pseudo_labels")
+OUTPUT = REFINED
+PNG_DIR = PSEUDO_LABELS
 KIND = "refined"
 BATCH = 8
 

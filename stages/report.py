@@ -16,12 +16,9 @@ from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_ur
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
+from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED, REPORT
 
-DATASET = Path("data/dataset.zarr")
-CAMS = Path("data/cams.zarr")
-CRF_LABELS = Path("data/crf_labels.zarr")
-REFINED = Path("data/refined.zarr")
-OUTPUT = Path("report/index.html")
+OUTPUT = REPORT
 
 STYLE = """body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}

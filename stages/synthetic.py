@@ -8,8 +8,9 @@ from pathlib import Path
 from pipeline.synthetic import generate
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
+from stages.paths import SYNTHETIC
 
-OUTPUT = Path("data/synthetic")
+OUTPUT = SYNTHETIC
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:

@@ -13,11 +13,10 @@ from pipeline.models import resolve_device
 from pipeline.progress import progress, progress_bar
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv
+from stages.paths import AFFINITYNET, AFF_PAIRS, CLASSIFIER, DATASET
 
-DATASET = Path("data/dataset.zarr")
-CLASSIFIER = Path("data/models/classifier.pt")
-PAIRS = Path("data/aff_pairs.zarr")
-OUTPUT = Path("data/models/affinitynet.pt")
+PAIRS = AFF_PAIRS
+OUTPUT = AFFINITYNET
 CURVE = Path("plots/affinity_training.csv")
 
 

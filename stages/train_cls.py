@@ -13,9 +13,9 @@ from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta,
 from pipeline.progress import progress
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+from stages.paths import CLASSIFIER, DATASET
 
-DATASET = Path("data/dataset.zarr")
-OUTPUT = Path("data/models/classifier.pt")
+OUTPUT = CLASSIFIER
 METRICS = Path("metrics/classifier.json")
 CURVE = Path("plots/classifier_training.csv")
 
