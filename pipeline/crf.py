@@ -72,7 +72,7 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParam
     crf.addPairwiseBilateral(
         sxy=params.bilateral_sxy,
         srgb=params.bilateral_srgb,
-        rgbim=np.ascontiguousarray(image),
+        rgbim=np.array(image, dtype=np.uint8, order="C"),  # a writable copy: pydensecrf rejects read-only buffers
         compat=params.bilateral_compat,
     )
     marginals = crf.inference(params.iterations)

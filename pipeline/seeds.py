@@ -11,7 +11,7 @@ from pipeline.artifacts import Artifact
 from pipeline.classifier import normalise
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.explain import explain
+from pipeline.explain import check_model, explain
 from pipeline.maps import upsample
 
 
@@ -51,6 +51,14 @@ def multiscale_relevance(
             total += maps if tuple(maps.shape[-2:]) == tuple(grid) else upsample(maps, grid)
             count += 1
     return total / count
+
+
+def require_method(model: torch.nn.Module, method: str, param: str) -> None:
+    """Stop before any work when `method` cannot explain `model` (e.g. `lrp` on a hybrid), naming the param."""
+    try:
+        check_model(model, method)
+    except ValueError as error:
+        raise InputError(f"{param}={method}: {error}") from None
 
 
 def normalise_by_max(maps: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.models import load_classifier, resolve_device, token_grid, token_stride
 from pipeline.progress import progress_bar
-from pipeline.seeds import multiscale_relevance, normalise_by_max
+from pipeline.seeds import multiscale_relevance, normalise_by_max, require_method
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params
 from stages.paths import CAMS, CLASSIFIER, DATASET
@@ -36,6 +36,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     if cfg.image_size != meta["image_size"]:
         raise InputError(f"{source}: cams.image_size={cfg.image_size} differs from the classifier's train_cls.image_size={meta['image_size']}; "
                          "set them equal (cams.scales explains at other sizes)")
+    require_method(model, cfg.method, f"{source}: cams.method")
     stride = token_stride(model)
     if cfg.image_size % stride:
         raise InputError(f"{source}: cams.image_size={cfg.image_size} must be a multiple of the token stride {stride}")

@@ -18,6 +18,7 @@ from pipeline.explain_eval import evaluate_method
 from pipeline.labels import resize_labels
 from pipeline.models import build_classifier, load_classifier, resolve_device
 from pipeline.progress import progress_bar
+from pipeline.seeds import require_method
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
 from stages.paths import CLASSIFIER, DATASET
@@ -61,6 +62,8 @@ def run_on_dataset(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str, 
     positions = np.array(positions[: _limit(len(positions), cfg.max_images)], dtype=np.int64)
     if len(positions) == 0:
         raise InputError(f"explain_eval.split='{cfg.split}' has no image with a ground-truth mask")
+    for method in cfg.methods:
+        require_method(model, method, "explain_eval.methods")
     results = {}
     for method in cfg.methods:
         bar = progress_bar(len(positions), desc=f"explain_eval {method}")
@@ -78,6 +81,8 @@ def run_on_imagenet(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str,
     if not settings.val_root and not settings.segmentation_file:
         raise InputError("explain_eval.source=imagenet needs explain_eval.imagenet.val_root and/or segmentation_file")
     model = build_classifier(settings.model, 1000, settings.image_size, settings.pretrained).to(device).eval()
+    for method in cfg.methods:
+        require_method(model, method, "explain_eval.methods")
     results: dict[str, dict[str, Any]] = {method: {} for method in cfg.methods}
     for method in cfg.methods:
         explainer = partial(explain, model, method=method, start_layer=cfg.start_layer)

@@ -105,3 +105,14 @@ def test_many_is_ordered_and_worker_count_independent():
     assert 2 in serial[0] and 9 in serial[1] and not serial[3].any()
     with pytest.raises(ValueError, match="differ"):
         confident_labels_many(images, seeds[:2], labels, PARAMS)
+
+
+def test_read_only_image_is_accepted():
+    # Images decoded through PIL arrive as read-only arrays; pydensecrf needs its own copy.
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[4:12, 4:12] = 200
+    image.setflags(write=False)
+    seeds = np.zeros((1, 16, 16), np.float32)
+    seeds[0, 5:11, 5:11] = 1.0
+    labels = confident_labels(image, seeds, [1], scaled_to(CRFParams(), 16))
+    assert labels[8, 8] == 1

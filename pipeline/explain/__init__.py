@@ -8,5 +8,6 @@ from __future__ import annotations
 
 from . import rules
 from .methods import METHODS, explain
+from .trace import check_model
 
-__all__ = ["METHODS", "explain", "rules"]
+__all__ = ["METHODS", "check_model", "explain", "rules"]
