@@ -53,6 +53,8 @@ def _register() -> None:
 
 
 _register()
+# Not a DVC stage: a look at the seeds of one image.
+app.command("show", help="Write an image and its per-class seed overlays to a PNG.")(_friendly_errors(importlib.import_module("stages.show").main))
 
 if __name__ == "__main__":
     app()

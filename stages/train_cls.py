@@ -36,6 +36,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     if len(train_pos) == 0 or len(val_pos) == 0:
         raise InputError(f"{source}: train_cls.train_split / val_split select {len(train_pos)} / {len(val_pos)} images; both must be non-empty")
     demo = DemoHybridConfig(**{**cfg.demo_hybrid.__dict__, "stem_channels": tuple(cfg.demo_hybrid.stem_channels)})
+    torch.manual_seed(cfg.seed)  # the initial weights
     model = build_classifier(cfg.model, index.num_classes, cfg.image_size, cfg.pretrained, demo)
     train_images = load_images(index, train_pos, cfg.image_size, "load train")
     val_images = load_images(index, val_pos, cfg.image_size, "load val")

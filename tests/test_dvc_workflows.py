@@ -29,8 +29,9 @@ def _ran(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([a-z_]+)'", output))
 
 
-# One edit per params section, and the stages that must rerun: the readers of the key and
-# everything downstream of them (each edit changes the reader's outputs).
+# One edit per params section, and what may rerun: the reader of the key (it must) and the
+# stages downstream of it (each reruns only if an input of it changed: DVC skips a stage whose
+# inputs came out byte-identical). Nothing upstream or beside may run.
 EDITS = [
     (("synthetic", "seed"), 1, {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
     (("train_cls", "lr"), 0.002, {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
@@ -51,7 +52,10 @@ def test_editing_one_key_reruns_exactly_its_readers_and_their_dependents(project
     params = yaml.safe_load(params_path.read_text())
     params[key[0]][key[1]] = value
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
-    assert _ran(run(["dvc", "repro"], project).stdout) == expected
+    ran = _ran(run(["dvc", "repro"], project).stdout)
+    reader = "crf_labels" if key[0] == "crf" else key[0]  # each other section is named after its stage
+    assert reader in ran
+    assert ran <= expected, f"stages outside the dependents of {'.'.join(key)} ran: {ran - expected}"
 
 
 def test_dataset_root_edit_reruns_from_dataset(project):
