@@ -21,7 +21,7 @@ from PIL import Image
 image = Image.open(sys.argv[1]).convert("L")
 low, high = image.getextrema()
 # A blank page renders as one flat colour; the report has text, tables and pictures.
-if high - low < 50 or len(set(image.resize((64, 64)).getdata())) < 20:
+if high - low < 50 or len(image.resize((64, 64)).getcolors(64 * 64)) < 20:
     sys.exit(f"error: {sys.argv[1]} looks blank (grey levels {low}..{high})")
 print(f"screenshot {sys.argv[1]}: {image.size[0]}x{image.size[1]}, grey levels {low}..{high}")
 PY

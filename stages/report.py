@@ -22,7 +22,7 @@ OUTPUT = REPORT
 
 STYLE = """body{font-family:sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.gallery img{width:128px;height:auto;image-rendering:pixelated;margin:1px}.charts svg{margin-right:12px}"""
+.gallery td{text-align:center;vertical-align:middle}.gallery img{width:128px;height:auto;image-rendering:pixelated;margin:1px}.charts svg{margin-right:12px}"""
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def _ran(output: str) -> set[str]:
 EDITS = [
     (("synthetic", "seed"), 1, {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
     (("train_cls", "lr"), 0.002, {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
-    (("cams", "flip"), False, {"cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
+    (("cams", "flip"), True, {"cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
     (("crf", "alpha_high"), 8, {"crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
     (("aff_pairs", "radius"), 3, {"aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
     (("train_aff", "lr"), 0.05, {"train_aff", "random_walk", "evaluate", "report"}),
