@@ -1,0 +1,72 @@
+"""Seed maps: normalisation, scale/flip averaging, and the checks between stores."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.artifacts import Artifact, ArtifactWriter
+from pipeline.dataset_index import DatasetIndex, write_index
+from pipeline.errors import InputError
+from pipeline.models import DemoHybridConfig, build_classifier
+from pipeline.seeds import cam_positions, multiscale_relevance, normalise_by_max, present_class_maps, require_method
+from pipeline.synthetic import generate
+
+TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=2)
+
+
+def test_normalise_by_max_clips_negatives_and_keeps_zero_maps():
+    maps = np.array([[[-1.0, 2.0], [1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]])
+    out = normalise_by_max(maps)
+    assert out[0].tolist() == [[0.0, 1.0], [0.5, 0.0]]
+    assert out[1].tolist() == [[0.0, 0.0], [0.0, 0.0]]
+
+
+def test_present_class_maps_returns_label_values():
+    cams = np.arange(3 * 2 * 2, dtype=np.float16).reshape(3, 2, 2)
+    maps, labels = present_class_maps(cams, np.array([0, 1, 1]))
+    assert labels.tolist() == [2, 3] and maps.shape == (2, 2, 2)
+
+
+def test_flip_average_of_a_mirror_image_is_the_mirror_of_the_average():
+    torch.manual_seed(0)
+    model = build_classifier("demo_hybrid", 3, 32, demo_config=TINY, dynamic_img_size=True).eval()
+    images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
+    classes = torch.tensor([0, 2])
+    a = multiscale_relevance(model, images, classes, "transformer_attribution", (4, 4), 8, scales=(1.0, 1.5), flip=True)
+    b = multiscale_relevance(model, images.flip(-1), classes, "transformer_attribution", (4, 4), 8, scales=(1.0, 1.5), flip=True)
+    assert a.shape == (2, 4, 4)
+    torch.testing.assert_close(a, b.flip(-1), rtol=1e-4, atol=1e-6)
+
+
+def test_lrp_on_a_hybrid_is_refused_naming_the_param():
+    model = build_classifier("demo_hybrid", 3, 32, demo_config=TINY)
+    with pytest.raises(InputError, match="cams.method=lrp"):
+        require_method(model, "lrp", "cams.method")
+
+
+def _stores(tmp_path, cam_ids, class_names=None):
+    generate(tmp_path / "voc", num_train=4, num_val=2, image_size=32, num_classes=3, seed=0)
+    write_index(tmp_path / "dataset.zarr", str(tmp_path / "voc"), ["train", "val"], False)
+    index = DatasetIndex(tmp_path / "dataset.zarr")
+    where = {i: k for k, i in enumerate(index.ids)}
+    attrs = {"class_names": class_names or index.class_names}
+    with ArtifactWriter(tmp_path / "cams.zarr", "cams", cam_ids, attrs) as out:
+        out.create("cams", (3, 2, 2), "float16")
+        out.create("labels", (3,), "uint8")
+        for row, image_id in enumerate(cam_ids):
+            out.write("cams", row, np.zeros((3, 2, 2)))
+            out.write("labels", row, index.labels[where[image_id]] if image_id in where else np.zeros(3))
+    return index, Artifact(tmp_path / "cams.zarr", "cams")
+
+
+def test_cam_store_matching_the_dataset_gives_positions(tmp_path):
+    index, cams = _stores(tmp_path, ["syn_000001", "syn_000003"])
+    assert cam_positions(index, cams) == [1, 3]
+
+
+def test_cam_store_with_other_classes_or_ids_is_refused(tmp_path):
+    index, cams = _stores(tmp_path, ["syn_000001"], class_names=["a", "b", "c"])
+    with pytest.raises(InputError, match="rerun cams"):
+        cam_positions(index, cams)
+    index, cams = _stores(tmp_path / "other", ["syn_009999"])
+    with pytest.raises(InputError, match="not in"):
+        cam_positions(index, cams)
