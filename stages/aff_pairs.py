@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from pipeline.affinity import half_disc_offsets, pair_codes, pair_counts
 from pipeline.artifacts import Artifact, ArtifactWriter

@@ -10,7 +10,7 @@ from pipeline.artifacts import ArtifactWriter
 from pipeline.classifier import resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.models import load_classifier, resolve_device, token_grid, token_stride
+from pipeline.models import load_classifier, resolve_device, token_stride
 from pipeline.progress import progress_bar
 from pipeline.seeds import multiscale_relevance, normalise_by_max, require_method
 from stages import params as P

@@ -5,8 +5,6 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from pipeline.affinity import affinity_grid, half_disc_offsets, load_affinitynet, mean_affinity, predict_affinity
 from pipeline.artifacts import Artifact, ArtifactWriter

@@ -12,7 +12,7 @@ import numpy as np
 
 from pipeline.artifacts import Artifact
 from pipeline.dataset_index import DatasetIndex
-from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_nearest, resize_smooth, seed_overlay
+from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params

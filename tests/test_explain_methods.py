@@ -365,7 +365,7 @@ def test_works_under_inference_mode(plain: VisionTransformer) -> None:
 def test_model_left_untouched(no_grad: bool) -> None:
     model = hybrid_vit(torch.float32)  # has BatchNorm: running stats must not move
     model.blocks[0].attn.proj.weight.grad = torch.ones_like(model.blocks[0].attn.proj.weight)
-    images, class_ids = images_for(model, 2), torch.tensor([0, 1])
+    class_ids = torch.tensor([0, 1])
     plain_model = plain_vit(torch.float32)
     for mdl in (model, plain_model):
         before = _snapshot(mdl)
