@@ -38,7 +38,7 @@ def main() -> None:
         images = to_tensor([resize_square(voc.image(i), cls.image_size) for i in voc.ids])
         decoding = len(voc.ids) / (time.perf_counter() - start)
 
-    demo = DemoHybridConfig(**{**cls.demo_hybrid.__dict__, "stem_channels": tuple(cls.demo_hybrid.stem_channels)})
+    demo = DemoHybridConfig(**vars(cls.demo_hybrid))
     model = build_classifier(cls.model, syn.num_classes, cls.image_size, False, demo)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cls.lr)
     batch = normalise(images[: cls.batch_size])

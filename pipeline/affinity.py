@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.classifier import color_jitter
+from pipeline.classifier import color_jitter, normalise, random_hflip
 from pipeline.errors import InputError
 from pipeline.models import feature_backbone, load_classifier
 
@@ -164,8 +164,7 @@ def augment(
     images = images.float() / 255.0
     labels = labels.copy()
     if hflip:
-        flip = torch.rand(images.shape[0], generator=generator) < 0.5
-        images = torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images)
+        images, flip = random_hflip(images, generator)
         labels[flip.numpy()] = labels[flip.numpy()][:, :, ::-1]
     return color_jitter(images, color_jitter_strength, generator), labels
 
@@ -216,8 +215,6 @@ def train_affinitynet(
     ]
     optimizer = torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-    mean_t = torch.tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     generator = torch.Generator().manual_seed(seed)
     n = len(images)
     batches_per_epoch = -(-n // batch_size)
@@ -235,7 +232,7 @@ def train_affinitynet(
             codes = torch.from_numpy(np.stack([pair_codes(label, offsets) for label in batch_labels]))
             for group, base in zip(optimizer.param_groups, base_lrs):
                 group["lr"] = base * (1.0 - iteration / max_iterations) ** poly_power
-            features = net((batch.to(device) - mean_t) / std_t)
+            features = net(normalise(batch.to(device), mean, std))
             if features.shape[2:] != codes.shape[2:]:
                 raise ValueError(f"feature grid {tuple(features.shape[2:])} != label grid {tuple(codes.shape[2:])}")
             loss, parts = affinity_loss(pairwise_affinity(features, offsets), codes, loss_weights)
@@ -304,12 +301,3 @@ def load_affinitynet(path: str | os.PathLike, classifier_path: str | os.PathLike
     net = build_affinitynet(classifier_path, meta["image_size"], meta["hidden_channels"], meta["out_channels"], device)
     net.load_state_dict(checkpoint["state_dict"])
     return net.eval(), meta
-
-
-def save_affinitynet(path: str | os.PathLike, net: AffinityNet, meta: dict) -> None:
-    """Weights and the shape `load_affinitynet` needs (the backbone comes from the classifier checkpoint)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}}, tmp)
-    os.replace(tmp, path)

@@ -68,12 +68,17 @@ def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generat
     return images.clamp(0, 1)
 
 
+def random_hflip(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mirror each image of (B, C, H, W) with probability 1/2; also returns which were mirrored (B,) on the CPU."""
+    flip = torch.rand(images.shape[0], generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images), flip
+
+
 def augment(images: torch.Tensor, hflip: bool, jitter: float, generator: torch.Generator) -> torch.Tensor:
     """uint8 (B, 3, H, W) to augmented [0, 1] floats."""
     x = images.float() / 255.0
     if hflip:
-        flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+        x, _ = random_hflip(x, generator)
     return color_jitter(x, jitter, generator)
 
 

@@ -4,17 +4,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
-from pipeline.maps import upsample
-from pipeline.metrics import IGNORE_INDEX, confusion_matrix, iou_per_class
+from pipeline.metrics import confusion_matrix, iou_per_class
 
 
-def seed_labels(maps: np.ndarray, class_labels: np.ndarray, size: tuple[int, int], background: float) -> np.ndarray:
-    """Argmax of [constant background score, upsampled present-class seeds] as a label map."""
+def seed_labels(full: np.ndarray, class_labels: np.ndarray, background: float) -> np.ndarray:
+    """Argmax of [constant background score, present-class seeds at full resolution (C, H, W)] as a label map."""
+    size = full.shape[1:]
     if len(class_labels) == 0:
         return np.zeros(size, np.uint8)
-    full = upsample(torch.from_numpy(maps.astype(np.float32)), size).numpy()
     scores = np.concatenate([np.full((1, *size), background, np.float32), full])
     return np.concatenate([[0], class_labels]).astype(np.uint8)[scores.argmax(axis=0)]
 
@@ -52,5 +50,3 @@ class SegmentationScore:
         labelled = self.confusion[:, : self.num_classes]
         return float(np.trace(labelled) / labelled.sum()) if labelled.sum() else float("nan")
 
-
-__all__ = ["IGNORE_INDEX", "SegmentationScore", "seed_labels"]

@@ -41,6 +41,10 @@ class DemoHybridConfig:
     mlp_ratio: float = 2.0
     patch_size: int = 2
 
+    def __post_init__(self) -> None:
+        # Params and checkpoint metadata hand over lists; a tuple keeps the config hashable.
+        object.__setattr__(self, "stem_channels", tuple(self.stem_channels))
+
 
 def conv_stem(channels: tuple[int, ...], in_chans: int = 3) -> nn.Sequential:
     """Each stage halves the resolution (3x3 stride-2 conv) then refines (3x3 conv); BN + ReLU."""
@@ -65,7 +69,7 @@ def demo_hybrid(num_classes: int, image_size: int, config: DemoHybridConfig, dyn
     if image_size % stride:
         raise ModelError(f"train_cls.image_size={image_size} must be a multiple of the demo hybrid's token stride {stride}")
     # VisionTransformer passes its own patch_size to the embedding: it is the patch on the stem's map.
-    embed = partial(HybridEmbed, backbone=conv_stem(tuple(config.stem_channels)))
+    embed = partial(HybridEmbed, backbone=conv_stem(config.stem_channels))
     return VisionTransformer(
         img_size=image_size,
         patch_size=config.patch_size,
@@ -201,8 +205,8 @@ def feature_backbone(model: VisionTransformer, image_size: int) -> tuple[nn.Modu
     return backbone, probe.shape[1], image_size // probe.shape[-1]
 
 
-def save_classifier(path: str | os.PathLike, model: VisionTransformer, meta: dict[str, Any]) -> None:
-    """Weights plus everything `load_classifier` needs to rebuild the model, written atomically."""
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
+    """Weights plus the metadata needed to rebuild the network (`load_classifier`, `load_affinitynet`), written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -223,7 +227,7 @@ def classifier_meta(name: str, num_classes: int, image_size: int, class_names: l
 
 
 def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu", dynamic_img_size: bool = False) -> tuple[VisionTransformer, dict[str, Any]]:
-    """Rebuild a classifier written by `save_classifier`, in eval mode, without touching the network."""
+    """Rebuild a classifier written by `save_checkpoint`, in eval mode, without touching the network."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path} not found: run `dvc repro train_cls` (or `dvc pull`) first")
@@ -232,7 +236,7 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu",
         raise ModelError(f"{path} is not a vit-wsss classifier checkpoint; rerun train_cls")
     meta = checkpoint["meta"]
     demo = meta.get("demo_hybrid")
-    demo_config = DemoHybridConfig(**{**demo, "stem_channels": tuple(demo["stem_channels"])}) if demo else None
+    demo_config = DemoHybridConfig(**demo) if demo else None
     model = build_classifier(meta["model"], meta["num_classes"], meta["image_size"], pretrained=False, demo_config=demo_config, dynamic_img_size=dynamic_img_size)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), meta

@@ -61,6 +61,11 @@ def require_method(model: torch.nn.Module, method: str, param: str) -> None:
         raise InputError(f"{param}={method}: {error}") from None
 
 
+def upsample_seeds(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) token-grid seeds bilinearly resized to (C, *size), float32."""
+    return upsample(torch.from_numpy(maps.astype(np.float32)), size).numpy()
+
+
 def normalise_by_max(maps: np.ndarray) -> np.ndarray:
     """Each (h, w) map clipped at 0 and divided by its own max (REFERENCE.md §3); an all-zero map stays 0."""
     positive = np.maximum(maps, 0)
@@ -93,4 +98,4 @@ def full_resolution_seeds(cams: Artifact, row: int, size: tuple[int, int]) -> tu
     maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
     if len(labels) == 0:
         return np.zeros((0, *size), np.float32), labels
-    return upsample(torch.from_numpy(maps), size).clamp(0, 1).numpy(), labels
+    return upsample_seeds(maps, size).clip(0, 1), labels

@@ -50,7 +50,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         "method": cfg.method, "start_layer": cfg.start_layer, "scales": cfg.scales, "flip": cfg.flip,
         "normalisation": "per class: clip at 0, divide by its max",
     }
-    remaining = np.bincount([row for row, _ in pairs], minlength=len(positions))
+    remaining = np.bincount(np.array([row for row, _ in pairs], dtype=np.int64), minlength=len(positions))
     pending: dict[int, np.ndarray] = {}
     with ArtifactWriter(OUTPUT, KIND, ids, attrs) as out:
         out.create("cams", (index.num_classes, *grid), "float16")
@@ -62,7 +62,9 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         bar = progress_bar(len(pairs), desc="cams", unit="map")
         for start in range(0, len(pairs), cfg.batch_size):
             batch = pairs[start : start + cfg.batch_size]
-            images = to_tensor([resize_square(index.image(int(positions[row])), cfg.image_size) for row, _ in batch]).to(device)
+            # An image with several present classes is in the batch once per class: decode it once.
+            decoded = {row: resize_square(index.image(int(positions[row])), cfg.image_size) for row in dict.fromkeys(r for r, _ in batch)}
+            images = to_tensor([decoded[row] for row, _ in batch]).to(device)
             classes = torch.tensor([c for _, c in batch], device=device)
             maps = multiscale_relevance(model, images, classes, cfg.method, grid, stride, cfg.scales, cfg.flip, cfg.start_layer)
             for (row, c), m in zip(batch, normalise_by_max(maps.float().cpu().numpy())):

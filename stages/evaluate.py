@@ -10,7 +10,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.evaluation import SegmentationScore, seed_labels
 from pipeline.progress import progress
-from pipeline.seeds import cam_positions, present_class_maps
+from pipeline.seeds import cam_positions, present_class_maps, upsample_seeds
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
 from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED
@@ -45,9 +45,10 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     for row in progress(rows, total=len(rows), desc="evaluate"):
         target = index.mask(positions[row])
         maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
-        scores["seed"].add(seed_labels(maps, labels, target.shape, cfg.seed_background), target)
+        full = upsample_seeds(maps, target.shape)  # once per image, for every background score
+        scores["seed"].add(seed_labels(full, labels, cfg.seed_background), target)
         for background, score in sweep.items():
-            score.add(seed_labels(maps, labels, target.shape, background), target)
+            score.add(seed_labels(full, labels, background), target)
         scores["crf"].add(crf.read("labels", row), target)
         scores["random_walk"].add(refined.read("labels", row), target)
     seed, crf_score, walk = scores["seed"], scores["crf"], scores["random_walk"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params
+from stages.common import PARAMS_OPTION, echo, load_params, write_text
 from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED, REPORT
 
 OUTPUT = REPORT
@@ -133,8 +132,5 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         "<h2>Examples</h2>", gallery_section(cfg.gallery_images, cfg.gallery_split),
         "</body></html>",
     ]
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUTPUT.with_name(f".{OUTPUT.name}.tmp")
-    tmp.write_text("\n".join(parts))
-    os.replace(tmp, OUTPUT)
+    write_text(OUTPUT, "\n".join(parts))
     echo(f"report: {OUTPUT} ({OUTPUT.stat().st_size // 1024} KiB)")

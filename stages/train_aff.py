@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 
-from pipeline.affinity import build_affinitynet, save_affinitynet, train_affinitynet
+from pipeline.affinity import build_affinitynet, train_affinitynet
 from pipeline.artifacts import Artifact
 from pipeline.classifier import resize_square
 from pipeline.dataset_index import DatasetIndex
-from pipeline.models import resolve_device
+from pipeline.models import resolve_device, save_checkpoint
 from pipeline.progress import progress, progress_bar
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv
@@ -42,6 +42,6 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         frozen_norm=cfg.freeze_backbone_norm, seed=cfg.seed, device=device, progress=bar.update,
     )
     bar.close()
-    save_affinitynet(OUTPUT, net, {"image_size": image_size, "hidden_channels": cfg.hidden_channels, "out_channels": cfg.out_channels})
+    save_checkpoint(OUTPUT, net, {"image_size": image_size, "hidden_channels": cfg.hidden_channels, "out_channels": cfg.out_channels})
     write_csv(CURVE, [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history])
     echo(f"train_aff: final loss {history[-1]['loss']:.4f} -> {OUTPUT}")

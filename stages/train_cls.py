@@ -9,7 +9,7 @@ import torch
 from pipeline.classifier import TrainConfig, resize_square, to_tensor, train_classifier
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, resolve_device, save_classifier
+from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, resolve_device, save_checkpoint
 from pipeline.progress import progress
 from stages import params as P
 from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
@@ -35,7 +35,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     train_pos, val_pos = index.indices([cfg.train_split]), index.indices([cfg.val_split])
     if len(train_pos) == 0 or len(val_pos) == 0:
         raise InputError(f"{source}: train_cls.train_split / val_split select {len(train_pos)} / {len(val_pos)} images; both must be non-empty")
-    demo = DemoHybridConfig(**{**cfg.demo_hybrid.__dict__, "stem_channels": tuple(cfg.demo_hybrid.stem_channels)})
+    demo = DemoHybridConfig(**vars(cfg.demo_hybrid))
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_classifier(cfg.model, index.num_classes, cfg.image_size, cfg.pretrained, demo)
     train_images = load_images(index, train_pos, cfg.image_size, "load train")
@@ -48,7 +48,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         model, train_images, torch.from_numpy(index.labels[train_pos]), val_images, index.labels[val_pos], config, device,
         on_epoch=lambda r: echo(f"epoch {r['epoch']}: loss {r['loss']:.4f} val mAP {r['val_map']:.4f}"),
     )
-    save_classifier(OUTPUT, model, classifier_meta(cfg.model, index.num_classes, cfg.image_size, index.class_names, demo))
+    save_checkpoint(OUTPUT, model, classifier_meta(cfg.model, index.num_classes, cfg.image_size, index.class_names, demo))
     final = history[-1]
     write_json(METRICS, {"val_map": round(final["val_map"], 6), "val_ap": {n: round(a, 6) for n, a in zip(index.class_names, final["val_ap"])}})
     write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "val_map": round(r["val_map"], 6)} for r in history])

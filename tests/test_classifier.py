@@ -11,7 +11,7 @@ from pipeline.models import (
     feature_backbone,
     is_hybrid,
     load_classifier,
-    save_classifier,
+    save_checkpoint,
     token_grid,
 )
 
@@ -63,7 +63,7 @@ def test_plain_timm_vit_builds_and_gives_token_features():
 
 def test_checkpoint_round_trip(tmp_path):
     model = build_classifier("demo_hybrid", 3, 32, demo_config=TINY).eval()
-    save_classifier(tmp_path / "c.pt", model, classifier_meta("demo_hybrid", 3, 32, ["a", "b", "c"], TINY))
+    save_checkpoint(tmp_path / "c.pt", model, classifier_meta("demo_hybrid", 3, 32, ["a", "b", "c"], TINY))
     loaded, meta = load_classifier(tmp_path / "c.pt")
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.evaluation import SegmentationScore, seed_labels
+from pipeline.seeds import upsample_seeds
 from pipeline.metrics import average_precision, confusion_matrix, iou_per_class, mean_average_precision, mean_iou, trapezoid_auc
 
 
@@ -51,6 +52,6 @@ def test_segmentation_score_coverage_and_precision():
 
 def test_seed_labels_take_the_argmax_against_a_constant_background():
     maps = np.array([[[0.9, 0.1], [0.3, 0.0]]], dtype=np.float32)
-    labels = seed_labels(maps, np.array([3]), (2, 2), background=0.2)
+    labels = seed_labels(upsample_seeds(maps, (2, 2)), np.array([3]), background=0.2)
     assert labels.tolist() == [[3, 0], [3, 0]]
-    assert seed_labels(np.zeros((0, 2, 2)), np.zeros(0, int), (2, 2), 0.2).tolist() == [[0, 0], [0, 0]]
+    assert seed_labels(np.zeros((0, 2, 2), np.float32), np.zeros(0, int), 0.2).tolist() == [[0, 0], [0, 0]]
