@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
 from pipeline.affinity import half_disc_offsets, pair_codes, pair_counts
 from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.dataset_index import DatasetIndex
@@ -12,7 +11,7 @@ from pipeline.labels import resize_labels
 from pipeline.models import feature_backbone, load_classifier
 from pipeline.progress import progress
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params, write_json
+from stages.common import PARAMS_OPTION, StageParams, echo, write_json
 from stages.paths import AFF_PAIRS, CLASSIFIER, CRF_LABELS, DATASET
 
 OUTPUT = AFF_PAIRS
@@ -22,8 +21,8 @@ KIND = "aff_pairs"
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Reduce confident labels to the AffinityNet feature grid and code each radius pair -> data/aff_pairs.zarr."""
-    params = load_params(params_file)
-    cfg = P.section(params, "aff_pairs", P.AffPairsParams, str(params_file))
+    params = StageParams(params_file)
+    cfg = params.section("aff_pairs", P.AffPairsParams)
     index = DatasetIndex(DATASET)
     crf = Artifact(CRF_LABELS, "crf_labels")
     # The feature grid is the classifier backbone's: stride from the network itself.

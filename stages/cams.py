@@ -10,11 +10,11 @@ from pipeline.artifacts import ArtifactWriter
 from pipeline.classifier import resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.models import load_classifier, resolve_device, token_stride
+from pipeline.models import load_classifier, token_stride
 from pipeline.progress import progress_bar
 from pipeline.seeds import multiscale_relevance, normalise_by_max, require_method
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params
+from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import CAMS, CLASSIFIER, DATASET
 
 OUTPUT = CAMS
@@ -23,10 +23,9 @@ KIND = "cams"
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Explain the classifier for each ground-truth class of each image; writes data/cams.zarr (float16)."""
-    params = load_params(params_file)
-    source = str(params_file)
-    cfg = P.section(params, "cams", P.CamsParams, source)
-    device = resolve_device(P.value(params, "device", str, source))
+    params = StageParams(params_file)
+    cfg = params.section("cams", P.CamsParams)
+    device = params.device()
     index = DatasetIndex(DATASET)
     # Other input sizes than the training one need the position embedding resized on the fly.
     dynamic = any(scale != 1.0 for scale in cfg.scales)
@@ -34,12 +33,12 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     if meta["class_names"] != index.class_names:
         raise InputError(f"{CLASSIFIER} was trained on classes {meta['class_names']} but {DATASET} has {index.class_names}; rerun train_cls")
     if cfg.image_size != meta["image_size"]:
-        raise InputError(f"{source}: cams.image_size={cfg.image_size} differs from the classifier's train_cls.image_size={meta['image_size']}; "
+        raise InputError(f"{params.source}: cams.image_size={cfg.image_size} differs from the classifier's train_cls.image_size={meta['image_size']}; "
                          "set them equal (cams.scales explains at other sizes)")
-    require_method(model, cfg.method, f"{source}: cams.method")
+    require_method(model, cfg.method, f"{params.source}: cams.method")
     stride = token_stride(model)
     if cfg.image_size % stride:
-        raise InputError(f"{source}: cams.image_size={cfg.image_size} must be a multiple of the token stride {stride}")
+        raise InputError(f"{params.source}: cams.image_size={cfg.image_size} must be a multiple of the token stride {stride}")
     grid = (cfg.image_size // stride, cfg.image_size // stride)
     positions = index.indices(cfg.splits)
     ids = [index.ids[i] for i in positions]

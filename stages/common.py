@@ -6,17 +6,36 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
 from stages import params as P
 
+if TYPE_CHECKING:
+    import torch
+
+T = TypeVar("T")
+
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="Parameter file to read instead of params.yaml.")
 
 
-def load_params(path: Path) -> dict[str, Any]:
-    return P.load(path)
+class StageParams:
+    """A params file read once; a stage validates the keys it declares in dvc.yaml, and errors
+    name the file (``source``)."""
+
+    def __init__(self, path: Path) -> None:
+        self.source = str(path)
+        self._raw = P.load(path)
+
+    def section(self, name: str, cls: type[T]) -> T:
+        return P.section(self._raw, name, cls, self.source)
+
+    def device(self) -> torch.device:
+        """The top-level ``device`` (auto, cpu, cuda, cuda:N), resolved."""
+        from pipeline.models import resolve_device  # torch only for the stages that use a device
+
+        return resolve_device(P.value(self._raw, "device", str, self.source))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

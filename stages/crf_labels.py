@@ -12,7 +12,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.progress import progress_bar
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params
+from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import CAMS, CRF_LABELS, DATASET
 
 OUTPUT = CRF_LABELS
@@ -22,8 +22,8 @@ CHUNK = 64  # images handed to the worker pool at a time, to bound memory
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Two dense CRFs per image (low and high background alpha) -> data/crf_labels.zarr (0 bg, class, 255 neutral)."""
-    params = load_params(params_file)
-    cfg = P.section(params, "crf", P.CrfParams, str(params_file))
+    params = StageParams(params_file)
+    cfg = params.section("crf", P.CrfParams)
     index = DatasetIndex(DATASET)
     cams = Artifact(CAMS, "cams")
     positions = cam_positions(index, cams)

@@ -6,7 +6,7 @@ from pathlib import Path
 from pipeline.dataset_index import write_index
 from pipeline.progress import progress
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params
+from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import DATASET
 
 OUTPUT = DATASET
@@ -14,7 +14,7 @@ OUTPUT = DATASET
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Index ids, splits, image-level labels and sizes of dataset.root into data/dataset.zarr."""
-    params = load_params(params_file)
-    dataset = P.section(params, "dataset", P.DatasetParams, str(params_file))
+    params = StageParams(params_file)
+    dataset = params.section("dataset", P.DatasetParams)
     summary = write_index(OUTPUT, dataset.root, dataset.splits, dataset.use_aug, progress=lambda items: progress(items, total=len(items), desc="dataset"))
     echo(f"dataset: indexed {summary['images']} images {summary['per_split']} with {summary['classes']} classes into {OUTPUT}")

@@ -12,7 +12,7 @@ from pipeline.evaluation import SegmentationScore, seed_labels
 from pipeline.progress import progress
 from pipeline.seeds import cam_positions, present_class_maps, upsample_seeds
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
 from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED
 
 METRICS = Path("metrics/segmentation.json")
@@ -26,8 +26,8 @@ def _rounded(values: np.ndarray) -> list:
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Confusion matrices over evaluate.split (255 ignored) -> metrics/segmentation.json, per-class IoU table."""
-    params = load_params(params_file)
-    cfg = P.section(params, "evaluate", P.EvaluateParams, str(params_file))
+    params = StageParams(params_file)
+    cfg = params.section("evaluate", P.EvaluateParams)
     index = DatasetIndex(DATASET)
     cams, crf, refined = Artifact(CAMS, "cams"), Artifact(CRF_LABELS, "crf_labels"), Artifact(REFINED, "refined")
     positions = cam_positions(index, cams)

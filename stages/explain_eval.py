@@ -16,11 +16,11 @@ from pipeline.errors import InputError
 from pipeline.explain import explain
 from pipeline.explain_eval import evaluate_method
 from pipeline.labels import resize_labels
-from pipeline.models import build_classifier, load_classifier, resolve_device
+from pipeline.models import build_classifier, load_classifier
 from pipeline.progress import progress_bar
 from pipeline.seeds import require_method
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
 from stages.paths import CLASSIFIER, DATASET
 
 METRICS = Path("metrics/explainability.json")
@@ -105,10 +105,9 @@ def run_on_imagenet(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str,
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Positive/negative perturbation AUCs (predicted and target class) and the segmentation test, per method."""
-    params = load_params(params_file)
-    source = str(params_file)
-    cfg = P.section(params, "explain_eval", P.ExplainEvalParams, source)
-    device = resolve_device(P.value(params, "device", str, source))
+    params = StageParams(params_file)
+    cfg = params.section("explain_eval", P.ExplainEvalParams)
+    device = params.device()
     results = run_on_dataset(cfg, device) if cfg.source == "dataset" else run_on_imagenet(cfg, device)
     metrics: dict[str, Any] = {"source": cfg.source}
     CURVES.mkdir(parents=True, exist_ok=True)

@@ -5,18 +5,16 @@ import os
 import shutil
 from pathlib import Path
 
-
 from pipeline.affinity import affinity_grid, half_disc_offsets, load_affinitynet, mean_affinity, predict_affinity
 from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.classifier import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
-from pipeline.models import resolve_device
 from pipeline.progress import progress_bar
 from pipeline.random_walk import refine
 from pipeline.seeds import cam_positions, present_class_maps
 from pipeline.voc import save_label_png
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params
+from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import AFFINITYNET, CAMS, CLASSIFIER, DATASET, PSEUDO_LABELS, REFINED
 
 OUTPUT = REFINED
@@ -27,10 +25,9 @@ BATCH = 8
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Random walk T^t on [background, classes] seeds -> data/refined.zarr and data/pseudo_labels/<id>.png."""
-    params = load_params(params_file)
-    source = str(params_file)
-    cfg = P.section(params, "random_walk", P.RandomWalkParams, source)
-    device = resolve_device(P.value(params, "device", str, source))
+    params = StageParams(params_file)
+    cfg = params.section("random_walk", P.RandomWalkParams)
+    device = params.device()
     index = DatasetIndex(DATASET)
     cams = Artifact(CAMS, "cams")
     positions = cam_positions(index, cams)

@@ -14,7 +14,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params, write_text
+from stages.common import PARAMS_OPTION, StageParams, echo, write_text
 from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED, REPORT
 
 OUTPUT = REPORT
@@ -119,8 +119,8 @@ def gallery_section(count: int, split: str) -> str:
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Write report/index.html: segmentation and explanation tables, training curves, example gallery."""
-    params = load_params(params_file)
-    cfg = P.section(params, "report", P.ReportParams, str(params_file))
+    params = StageParams(params_file)
+    cfg = params.section("report", P.ReportParams)
     classifier = _read_json(Path("metrics/classifier.json"))
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vit-wsss report</title>", f"<style>{STYLE}</style></head><body>",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.synthetic import generate
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params
+from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import SYNTHETIC
 
 OUTPUT = SYNTHETIC
@@ -15,8 +15,8 @@ OUTPUT = SYNTHETIC
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Generate the built-in shapes dataset (VOC layout) into data/synthetic."""
-    params = load_params(params_file)
-    cfg = P.section(params, "synthetic", P.SyntheticParams, str(params_file))
+    params = StageParams(params_file)
+    cfg = params.section("synthetic", P.SyntheticParams)
     tmp = OUTPUT.with_name(f".{OUTPUT.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     summary = generate(tmp, num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed)

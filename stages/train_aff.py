@@ -9,11 +9,11 @@ from pipeline.affinity import build_affinitynet, train_affinitynet
 from pipeline.artifacts import Artifact
 from pipeline.classifier import resize_square
 from pipeline.dataset_index import DatasetIndex
-from pipeline.models import resolve_device, save_checkpoint
+from pipeline.models import save_checkpoint
 from pipeline.progress import progress, progress_bar
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params, write_csv
-from stages.paths import AFFINITYNET, AFF_PAIRS, CLASSIFIER, DATASET
+from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
+from stages.paths import AFF_PAIRS, AFFINITYNET, CLASSIFIER, DATASET
 
 PAIRS = AFF_PAIRS
 OUTPUT = AFFINITYNET
@@ -22,10 +22,9 @@ CURVE = Path("plots/affinity_training.csv")
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Train AffinityNet (L_bg+ + L_fg+ + 2 L-) -> data/models/affinitynet.pt and its loss curve."""
-    params = load_params(params_file)
-    source = str(params_file)
-    cfg = P.section(params, "train_aff", P.TrainAffParams, source)
-    device = resolve_device(P.value(params, "device", str, source))
+    params = StageParams(params_file)
+    cfg = params.section("train_aff", P.TrainAffParams)
+    device = params.device()
     torch.manual_seed(cfg.seed)  # the new 1x1 convolutions' initialisation
     index = DatasetIndex(DATASET)
     pairs = Artifact(PAIRS, "aff_pairs")

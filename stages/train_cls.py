@@ -9,10 +9,10 @@ import torch
 from pipeline.classifier import TrainConfig, resize_square, to_tensor, train_classifier
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, resolve_device, save_checkpoint
+from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, save_checkpoint
 from pipeline.progress import progress
 from stages import params as P
-from stages.common import PARAMS_OPTION, echo, load_params, write_csv, write_json
+from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
 from stages.paths import CLASSIFIER, DATASET
 
 OUTPUT = CLASSIFIER
@@ -27,14 +27,13 @@ def load_images(index: DatasetIndex, positions: np.ndarray, size: int, desc: str
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Train the classifier; writes data/models/classifier.pt, val mAP metrics and the training curve."""
-    params = load_params(params_file)
-    source = str(params_file)
-    cfg = P.section(params, "train_cls", P.TrainClsParams, source)
-    device = resolve_device(P.value(params, "device", str, source))
+    params = StageParams(params_file)
+    cfg = params.section("train_cls", P.TrainClsParams)
+    device = params.device()
     index = DatasetIndex(DATASET)
     train_pos, val_pos = index.indices([cfg.train_split]), index.indices([cfg.val_split])
     if len(train_pos) == 0 or len(val_pos) == 0:
-        raise InputError(f"{source}: train_cls.train_split / val_split select {len(train_pos)} / {len(val_pos)} images; both must be non-empty")
+        raise InputError(f"{params.source}: train_cls.train_split / val_split select {len(train_pos)} / {len(val_pos)} images; both must be non-empty")
     demo = DemoHybridConfig(**vars(cfg.demo_hybrid))
     torch.manual_seed(cfg.seed)  # the initial weights
     model = build_classifier(cfg.model, index.num_classes, cfg.image_size, cfg.pretrained, demo)
