@@ -248,4 +248,7 @@ def resolve_device(choice: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice.startswith("cuda") and not torch.cuda.is_available():
         raise ModelError(f"device: '{choice}' requested but CUDA is not available; use auto or cpu")
-    return torch.device(choice)
+    try:
+        return torch.device(choice)
+    except RuntimeError:
+        raise ModelError(f"device: '{choice}' is not a device; use auto, cpu, cuda or cuda:N") from None

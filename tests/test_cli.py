@@ -70,3 +70,13 @@ def test_missing_upstream_artifact_names_the_stage_to_run(tmp_path, monkeypatch)
     assert result.exit_code == 2
     assert "dataset.zarr" in result.output and "dvc repro" in result.output
 
+
+def test_unknown_device_stops_with_the_key_named(tmp_path):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["device"] = "gpu0"
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(params))
+    result = runner.invoke(app, ["train_cls", "--params", str(bad)])
+    assert result.exit_code == 2
+    assert "device: 'gpu0'" in result.output and "cuda:N" in result.output
+    assert "Traceback" not in result.output
