@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.classifier import normalise, resize_square, to_tensor
+from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.models import DemoHybridConfig, build_classifier
 from pipeline.synthetic import generate
 from pipeline.voc import VOCDataset

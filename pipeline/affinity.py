@@ -1,4 +1,5 @@
-"""AffinityNet: pair targets from confident labels, the network, its loss and training (REFERENCE.md §3).
+"""AffinityNet: pair targets from confident labels, the network, its loss and training (Ahn & Kwak,
+CVPR 2018; docs/methods.md, "Affinity labels" and "AffinityNet and its loss").
 
 Everything here lives on the feature grid (h, w) = input size / backbone stride. Label maps
 follow the project convention: uint8, 0 = background, k = class label, 255 = neutral.
@@ -14,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.classifier import color_jitter, normalise, random_hflip
+from pipeline.augment import color_jitter, random_hflip
+from pipeline.preprocess import normalise
 from pipeline.errors import InputError
 from pipeline.models import feature_backbone, load_classifier
 
@@ -94,7 +96,7 @@ class AffinityNet(nn.Module):
         return self.head(self.backbone(images))
 
     def new_parameters(self) -> Iterator[nn.Parameter]:
-        """The head's parameters (trained with a higher lr, REFERENCE §3)."""
+        """The head's parameters (trained with a higher lr; docs/methods.md, "AffinityNet and its loss")."""
         return self.head.parameters()
 
     def backbone_parameters(self) -> Iterator[nn.Parameter]:
@@ -197,7 +199,7 @@ def train_affinitynet(
     `images[i]`: uint8 (H, W, 3); `labels[i]`: uint8 (h, w) confident labels on the feature grid
     of that image (any indexable works, e.g. a zarr array, read one item at a time). SGD with
     momentum, poly decay lr * (1 - it / max_it) ** poly_power per iteration, `new_layer_lr_mult`
-    x lr on the head (REFERENCE §3). Shuffling and augmentation draw from a generator seeded
+    x lr on the head (docs/methods.md, "AffinityNet and its loss"). Shuffling and augmentation draw from a generator seeded
     with `seed`, so a run on CPU is reproducible from the same initial weights. `progress`,
     if given, is called with the batch size after each batch. `frozen_norm` keeps the backbone's
     BatchNorm statistics as the classifier left them (batches of 8 estimate them poorly).

@@ -6,7 +6,12 @@ Layout of a store (a directory):
 - arrays of per-image variable size are padded to a maximum shape, with the true shape of
   each image in `<name>.shape` (N, ndim);
 - group attributes: `ids` (image ids in order), caller attributes, and a `vit_wsss` block
-  (format version, artifact kind, completion flag).
+  (format version, artifact kind, completion flag, and the shard files each array holds).
+
+zarr reads an absent shard as fill values without complaint, so the writer records which
+shard files exist (an all-fill shard is legitimately never written) and a reader checks
+that each recorded file is still there. A shard whose bytes changed fails zarr's crc32c
+check when read; both end in one message that names the store and the fix.
 
 A store is built in a temporary sibling directory and renamed into place only after every
 array and the completion flag are written, so a crash never leaves a store a reader accepts.
@@ -23,12 +28,18 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.errors import InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the marker lists each array's shard files
 MARKER = "vit_wsss"
 SHAPE_SUFFIX = ".shape"
+# zstd, then a crc32c of each chunk: zarr's default checksums only the shard index, so a flipped
+# byte in chunk data would otherwise decode silently to wrong values.
+_COMPRESSORS = (ZstdCodec(), Crc32cCodec())
+# The stage that writes each kind of store, for the fix a damaged store's message gives.
+_WRITER_STAGE = {"refined": "random_walk"}
 
 
 class ArtifactError(InputError):
@@ -128,6 +139,7 @@ class ArtifactWriter:
             shards=(self.shard_size, *item_shape),
             dtype=dtype,
             fill_value=0,
+            compressors=_COMPRESSORS,
         )
         self.buffers[name] = _ArrayBuffer(array, self.shard_size, item_shape if max_shape else None)
 
@@ -148,10 +160,12 @@ class ArtifactWriter:
             for name, buffer in self.buffers.items():
                 buffer.close(everything)
                 if buffer.shapes is not None:
-                    shapes = self.group.create_array(name + SHAPE_SUFFIX, shape=buffer.shapes.shape, chunks=buffer.shapes.shape, dtype="int32", fill_value=0)
+                    shapes = self.group.create_array(name + SHAPE_SUFFIX, shape=buffer.shapes.shape, chunks=buffer.shapes.shape, dtype="int32",
+                                                     fill_value=0, compressors=_COMPRESSORS)
                     shapes[:] = buffer.shapes
             # The completion marker goes last: a store without it is never accepted.
-            self.group.attrs.update({"ids": self.ids, **self.attrs, MARKER: {"format_version": FORMAT_VERSION, "kind": self.kind, "complete": True}})
+            marker = {"format_version": FORMAT_VERSION, "kind": self.kind, "complete": True, "shards": _shard_files(self.tmp_path)}
+            self.group.attrs.update({"ids": self.ids, **self.attrs, MARKER: marker})
         except BaseException:
             shutil.rmtree(self.tmp_path, ignore_errors=True)
             raise
@@ -160,8 +174,24 @@ class ArtifactWriter:
         os.replace(self.tmp_path, self.path)
 
 
+def _shard_files(root: Path) -> dict[str, list[str]]:
+    """Per array, the chunk (shard) files present under its ``c/`` folder, as sorted relative paths."""
+    files: dict[str, list[str]] = {}
+    for array_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        chunks = array_dir / "c"
+        files[array_dir.name] = sorted(str(f.relative_to(array_dir)) for f in chunks.rglob("*") if f.is_file()) if chunks.is_dir() else []
+    return files
+
+
+def damaged(path: Path, kind: str, what: str) -> ArtifactError:
+    """The error for a store whose files do not match what was written, with both fixes."""
+    stage = _WRITER_STAGE.get(kind, kind)
+    return ArtifactError(f"{path} is damaged: {what}; restore it with `dvc checkout {path}`, "
+                         f"or recompute it with `dvc repro --force {stage}`")
+
+
 class Artifact:
-    """Read-only view of a complete store of the expected kind."""
+    """Read-only view of a complete, undamaged store of the expected kind."""
 
     def __init__(self, path: str | os.PathLike, kind: str):
         self.path = Path(path)
@@ -181,6 +211,10 @@ class Artifact:
         if marker.get("kind") != kind:
             raise ArtifactError(f"{self.path} holds '{marker.get('kind')}', expected '{kind}'")
         self.kind = kind
+        for array_name, files in marker.get("shards", {}).items():
+            missing = [f for f in files if not (self.path / array_name / f).is_file()]
+            if missing:
+                raise damaged(self.path, kind, f"array '{array_name}' lost {len(missing)} of its {len(files)} shard files (e.g. {missing[0]})")
         self.attrs: dict[str, Any] = {k: v for k, v in self.group.attrs.items() if k != MARKER}
         self.ids: list[str] = list(self.attrs.pop("ids"))
 
@@ -195,17 +229,24 @@ class Artifact:
             raise ArtifactError(f"{self.path} has no array '{name}' (it has {', '.join(self.names())})")
         return self.group[name]
 
+    def _get(self, name: str, selection: Any) -> np.ndarray:
+        array = self.array(name)
+        try:
+            return array[selection]
+        except Exception as error:  # zarr/numcodecs raise ValueError, RuntimeError... for corrupt bytes
+            raise damaged(self.path, self.kind, f"array '{name}' cannot be decoded ({type(error).__name__}: {error})") from None
+
     def read(self, name: str, index: int) -> np.ndarray:
         """Item `index` of `name`, cropped to its true shape when the array is padded."""
-        value = self.array(name)[index]
+        value = self._get(name, index)
         if name + SHAPE_SUFFIX in self.group:
-            shape = self.group[name + SHAPE_SUFFIX][index]
+            shape = self._get(name + SHAPE_SUFFIX, index)
             value = value[tuple(slice(0, int(s)) for s in shape)]
         return value
 
     def read_all(self, name: str) -> np.ndarray:
         """The whole (padded) array in memory; for small per-image records."""
-        return self.array(name)[:]
+        return self._get(name, slice(None))
 
     def index_of(self, image_id: str) -> int:
         try:

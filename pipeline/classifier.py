@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -10,10 +10,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from PIL import Image
 
+from pipeline.augment import augment
 from pipeline.metrics import mean_average_precision
-from pipeline.models import MEAN, STD
+from pipeline.preprocess import normalise
 from pipeline.progress import progress_bar
 
 
@@ -29,57 +29,6 @@ class TrainConfig:
     hflip: bool
     color_jitter: float
     seed: int
-
-
-def resize_square(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 to (size, size, 3) by bilinear resize (no crop, as the reference evaluation)."""
-    if image.shape[:2] == (size, size):
-        return image
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-
-
-def to_tensor(images: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-    """uint8 (B, H, W, 3) to uint8 (B, 3, H, W)."""
-    return torch.from_numpy(np.ascontiguousarray(np.stack(list(images)))).permute(0, 3, 1, 2).contiguous()
-
-
-def normalise(images: torch.Tensor, mean: Sequence[float] = MEAN, std: Sequence[float] = STD) -> torch.Tensor:
-    """uint8 or [0, 1] float (B, 3, H, W) to the model's input space."""
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
-def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
-    """Random brightness, contrast and saturation factors in [1 - s, 1 + s] per image, on [0, 1] floats."""
-    if strength <= 0:
-        return images
-    b = images.shape[0]
-
-    def factors() -> torch.Tensor:
-        return (1 + (torch.rand(b, 1, 1, 1, generator=generator) * 2 - 1) * strength).to(images.device)
-
-    images = images * factors()
-    mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    images = (images - mean) * factors() + mean
-    grey = images.mean(dim=1, keepdim=True)
-    images = (images - grey) * factors() + grey
-    return images.clamp(0, 1)
-
-
-def random_hflip(images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mirror each image of (B, C, H, W) with probability 1/2; also returns which were mirrored (B,) on the CPU."""
-    flip = torch.rand(images.shape[0], generator=generator) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images), flip
-
-
-def augment(images: torch.Tensor, hflip: bool, jitter: float, generator: torch.Generator) -> torch.Tensor:
-    """uint8 (B, 3, H, W) to augmented [0, 1] floats."""
-    x = images.float() / 255.0
-    if hflip:
-        x, _ = random_hflip(x, generator)
-    return color_jitter(x, jitter, generator)
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:

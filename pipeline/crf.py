@@ -1,4 +1,5 @@
-"""Dense CRF and seeds -> confident labels (REFERENCE.md §3, "Seeds to confident labels").
+"""Dense CRF and seeds -> confident labels (Ahn & Kwak, CVPR 2018; docs/methods.md,
+"Seeds to confident labels (dense CRF)").
 
 Label maps follow the project convention: uint8, 0 = background, k = class label k (1..K),
 255 = neutral.
@@ -14,7 +15,7 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
-from pipeline.random_walk import seed_scores
+from pipeline.seeds import seed_scores
 
 NEUTRAL = 255
 

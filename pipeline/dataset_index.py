@@ -2,47 +2,101 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.errors import InputError
 from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.voc import VOCDataset
+from pipeline.voc import DatasetError, VOCDataset
 
 KIND = "dataset"
 
 
-def write_index(path: str | os.PathLike, root: str, splits: Sequence[str], use_aug: bool, progress=None) -> dict:
-    """Index the given splits of a VOC-layout folder into a store; returns a summary.
+MAX_REPORTED = 20  # bad files listed in one error before "... and N more"
 
-    Every split is validated before anything is written (VOCDataset checks files exist).
-    """
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One image of the index: its id, the position of its split in ``splits``, and the split's dataset."""
+
+    image_id: str
+    split_index: int
+    dataset: VOCDataset
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the index stores per image, read while every file was decoded and checked."""
+
+    labels: np.ndarray
+    size: tuple[int, int]
+    has_mask: bool
+
+
+def index_entries(root: str, splits: Sequence[str], use_aug: bool) -> list[IndexEntry]:
+    """The images of ``splits`` in order; stops if a split file is broken or an id is in two splits."""
     datasets = [VOCDataset(root, split, use_aug=use_aug) for split in splits]
-    names = datasets[0].class_names
     seen: dict[str, str] = {}
-    entries: list[tuple[str, int, VOCDataset]] = []
+    entries: list[IndexEntry] = []
     for split_index, dataset in enumerate(datasets):
         for image_id in dataset.ids:
             if image_id in seen:
                 raise InputError(f"dataset.splits: image '{image_id}' is in both '{seen[image_id]}' and '{dataset.split}'; list disjoint splits (e.g. train and val, not trainval)")
             seen[image_id] = dataset.split
-            entries.append((image_id, split_index, dataset))
-    ids = [e[0] for e in entries]
+            entries.append(IndexEntry(image_id, split_index, dataset))
+    return entries
+
+
+def check_files(entries: Sequence[IndexEntry], progress: Callable[[Sequence[IndexEntry]], Iterable[IndexEntry]] | None = None,
+                max_reported: int = MAX_REPORTED) -> list[ImageRecord]:
+    """Decode every image and mask and read every annotation; one record per entry.
+
+    A truncated or unreadable image, a mask whose size differs from its image or holds values
+    beyond the classes, and an annotation naming an unknown class are all collected, and
+    reported together (up to ``max_reported``) in one :class:`DatasetError`.
+    """
+    records: list[ImageRecord] = []
+    problems: list[str] = []
+    for entry in progress(entries) if progress else entries:
+        dataset, image_id = entry.dataset, entry.image_id
+        try:
+            image = dataset.image(image_id)
+            dataset.mask(image_id)  # checks size and values against the image and the classes
+            records.append(ImageRecord(dataset.labels(image_id), image.shape[:2], dataset.has_mask(image_id)))
+        except DatasetError as error:
+            problems.append(str(error))
+    if problems:
+        shown = "\n  ".join(problems[:max_reported])
+        more = f"\n  ... and {len(problems) - max_reported} more" if len(problems) > max_reported else ""
+        raise DatasetError(f"{len(problems)} of {len(entries)} images have bad files:\n  {shown}{more}\n"
+                           "fix or remove these files (or their ids from the split files), then rerun")
+    return records
+
+
+def write_index(path: str | os.PathLike, root: str, splits: Sequence[str], use_aug: bool, progress=None) -> dict:
+    """Index the given splits of a VOC-layout folder into a store; returns a summary.
+
+    Every file is decoded and checked (:func:`check_files`) before the store is committed.
+    """
+    entries = index_entries(root, splits, use_aug)
+    records = check_files(entries, progress)
+    names = entries[0].dataset.class_names
+    ids = [e.image_id for e in entries]
     attrs = {"class_names": list(names), "splits": list(splits), "root": str(root), "use_aug": use_aug}
     with ArtifactWriter(path, KIND, ids, attrs) as out:
         out.create("labels", (len(names),), "uint8")
         out.create("split", (), "uint8")
         out.create("size", (2,), "int32")
         out.create("has_mask", (), "uint8")
-        iterator = progress(entries) if progress else entries
-        for index, (image_id, split_index, dataset) in enumerate(iterator):
-            out.write("labels", index, dataset.labels(image_id))
-            out.write("split", index, np.uint8(split_index))
-            out.write("size", index, np.array(dataset.size(image_id), dtype=np.int32))
-            out.write("has_mask", index, np.uint8(dataset.has_mask(image_id)))
-    counts = {split: sum(1 for e in entries if e[1] == i) for i, split in enumerate(splits)}
+        for index, (entry, record) in enumerate(zip(entries, records)):
+            out.write("labels", index, record.labels)
+            out.write("split", index, np.uint8(entry.split_index))
+            out.write("size", index, np.array(record.size, dtype=np.int32))
+            out.write("has_mask", index, np.uint8(record.has_mask))
+    counts = {split: sum(1 for e in entries if e.split_index == i) for i, split in enumerate(splits)}
     return {"images": len(ids), "per_split": counts, "classes": len(names)}
 
 

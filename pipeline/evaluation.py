@@ -1,4 +1,4 @@
-"""Segmentation evaluation of seeds, CRF confident labels and random-walk masks (REFERENCE.md §3)."""
+"""Segmentation evaluation of seeds, CRF confident labels and random-walk masks (docs/methods.md, "Evaluation metrics")."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

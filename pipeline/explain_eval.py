@@ -1,4 +1,5 @@
-"""Evaluating explanation methods: the perturbation and segmentation tests (REFERENCE.md §2).
+"""Evaluating explanation methods: the perturbation and segmentation tests (Chefer et al.,
+CVPR 2021; docs/methods.md, "Evaluating explanations").
 
 An explainer is any callable ``(images_normalised (R, 3, H, W), class_ids (R,)) -> maps``
 returning raw relevance on the token grid (R, gh, gw) or at input resolution (R, H, W), e.g.
@@ -220,7 +221,7 @@ class PerturbationAccumulator:
         return self.correct[sign] / self.count if self.count else np.full(self.num_steps, np.nan)
 
     def auc(self, sign: str) -> float:
-        """Trapezoid area under accuracy over x = 0, 1/num_steps, …, times 100 (REFERENCE.md §2)."""
+        """Trapezoid area under accuracy over x = 0, 1/num_steps, …, times 100 (docs/methods.md, "Perturbation test")."""
         return 100.0 * trapezoid_auc(self.accuracy(sign), step_fractions(self.num_steps))
 
     def summary(self) -> dict[str, Any]:
@@ -243,7 +244,7 @@ def image_average_precision(scores: np.ndarray, mask: np.ndarray, rule: ApRule =
     """AP of one image's pixel scores against its fg/bg mask (255 ignored); NaN if no pixel is labelled.
 
     Each pixel is scored twice: ``score`` as a foreground candidate, ``1 − score`` as a background
-    candidate. "pooled" (default, REFERENCE.md §2: one AP of the pixel scores; the reference code
+    candidate. "pooled" (default; docs/methods.md, "Segmentation test": one AP of the pixel scores; the reference code
     computes a single binary AP over the flattened two-channel (1 − map, map) scores against the
     one-hot mask) ranks all 2·H·W candidates together. "mean_of_classes" is the mean of the
     foreground AP and the background AP, skipping a class absent from the image.

@@ -19,5 +19,5 @@ def min_max(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def upsample_min_max(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Token-grid relevance to input resolution in [0, 1] (REFERENCE.md §1 post-processing)."""
+    """Token-grid relevance to input resolution in [0, 1] (docs/methods.md, "From relevance to seeds")."""
     return min_max(upsample(maps, size))

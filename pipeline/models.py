@@ -19,11 +19,9 @@ from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
 
 from pipeline.errors import InputError
+from pipeline.preprocess import MEAN, STD
 
 DEMO_HYBRID = "demo_hybrid"
-# The seed normalises with mean = std = 0.5 for every model (REFERENCE.md §3 training).
-MEAN = (0.5, 0.5, 0.5)
-STD = (0.5, 0.5, 0.5)
 
 
 class ModelError(InputError):
@@ -240,15 +238,3 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu",
     model = build_classifier(meta["model"], meta["num_classes"], meta["image_size"], pretrained=False, demo_config=demo_config, dynamic_img_size=dynamic_img_size)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), meta
-
-
-def resolve_device(choice: str) -> torch.device:
-    """`auto` picks CUDA when present."""
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if choice.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelError(f"device: '{choice}' requested but CUDA is not available; use auto or cpu")
-    try:
-        return torch.device(choice)
-    except RuntimeError:
-        raise ModelError(f"device: '{choice}' is not a device; use auto, cpu, cuda or cuda:N") from None

@@ -1,4 +1,4 @@
-"""Random walk over predicted affinities (REFERENCE.md §3, "Random walk").
+"""Random walk over predicted affinities (Ahn & Kwak, CVPR 2018; docs/methods.md, "Random walk").
 
 Affinities live on the feature grid (h, w) for the half-disc offsets of
 `pipeline.affinity.half_disc_offsets`. The transition matrix is sparse: a pixel has at
@@ -14,22 +14,7 @@ import scipy.sparse as sp
 import torch
 
 from pipeline.maps import upsample
-
-
-def seed_scores(cams: np.ndarray, alpha: float) -> np.ndarray:
-    """Stack a background score in front of the class seeds: (C, h, w) -> (C + 1, h, w) float32.
-
-    `cams` are the present classes' seeds in [0, 1], each normalised by its own max.
-    Background = (1 - max_c cams_c) ** alpha; with no class (C == 0) it is 1 everywhere.
-    Shared by the CRF (alpha_low / alpha_high) and the random walk (its own alpha).
-    """
-    cams = np.asarray(cams, dtype=np.float32)
-    if cams.ndim != 3:
-        raise ValueError(f"cams must be (C, h, w), got shape {cams.shape}")
-    top = cams.max(axis=0) if cams.shape[0] else np.zeros(cams.shape[1:], np.float32)
-    # Clip so that a max slightly above 1 (float16 storage) cannot give NaN for a fractional alpha.
-    background = np.clip(1.0 - top, 0.0, 1.0) ** alpha
-    return np.concatenate([background[None], cams]).astype(np.float32)
+from pipeline.seeds import seed_scores
 
 
 def transition_matrix(affinity: np.ndarray, offsets: Sequence[tuple[int, int]], beta: float) -> sp.csr_matrix:

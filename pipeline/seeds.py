@@ -1,76 +1,34 @@
-"""Seed maps: relevance per (image, present class), averaged over scales and flips, max-normalised."""
+"""Using stored seeds: reading them back per image, upsampling, and scoring the background."""
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from pipeline.artifacts import Artifact
-from pipeline.classifier import normalise
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.explain import check_model, explain
 from pipeline.maps import upsample
 
 
-def scaled_size(image_size: int, scale: float, stride: int) -> int:
-    """Input side for a scale, rounded to whole tokens."""
-    return max(stride, int(round(image_size * scale / stride)) * stride)
+def seed_scores(cams: np.ndarray, alpha: float) -> np.ndarray:
+    """Stack a background score in front of the class seeds: (C, h, w) -> (C + 1, h, w) float32.
 
-
-def multiscale_relevance(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    class_ids: torch.Tensor,
-    method: str,
-    grid: tuple[int, int],
-    stride: int,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    start_layer: int = 1,
-) -> torch.Tensor:
-    """Raw relevance (B, *grid) for uint8 images (B, 3, S, S), averaged over `scales` and, with `flip`, mirrors.
-
-    Each scale's map is resized to `grid` (the token grid at scale 1) before averaging;
-    a mirrored image's map is mirrored back.
+    `cams` are the present classes' seeds in [0, 1], each normalised by its own max.
+    Background = (1 - max_c cams_c) ** alpha; with no class (C == 0) it is 1 everywhere.
+    Shared by the CRF (alpha_low / alpha_high) and the random walk (its own alpha).
     """
-    total = torch.zeros(images.shape[0], *grid, device=images.device)
-    count = 0
-    for scale in scales:
-        side = scaled_size(images.shape[-1], scale, stride)
-        x = normalise(images)
-        if side != images.shape[-1]:
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        for mirrored in (False, True) if flip else (False,):
-            maps = explain(model, x.flip(-1) if mirrored else x, class_ids, method=method, start_layer=start_layer)
-            if method == "lrp":  # pixel relevance: pool back to the token grid
-                maps = F.avg_pool2d(maps[:, None], stride)[:, 0]
-            maps = maps.flip(-1) if mirrored else maps
-            total += maps if tuple(maps.shape[-2:]) == tuple(grid) else upsample(maps, grid)
-            count += 1
-    return total / count
-
-
-def require_method(model: torch.nn.Module, method: str, param: str) -> None:
-    """Stop before any work when `method` cannot explain `model` (e.g. `lrp` on a hybrid), naming the param."""
-    try:
-        check_model(model, method)
-    except ValueError as error:
-        raise InputError(f"{param}={method}: {error}") from None
+    cams = np.asarray(cams, dtype=np.float32)
+    if cams.ndim != 3:
+        raise ValueError(f"cams must be (C, h, w), got shape {cams.shape}")
+    top = cams.max(axis=0) if cams.shape[0] else np.zeros(cams.shape[1:], np.float32)
+    # Clip so that a max slightly above 1 (float16 storage) cannot give NaN for a fractional alpha.
+    background = np.clip(1.0 - top, 0.0, 1.0) ** alpha
+    return np.concatenate([background[None], cams]).astype(np.float32)
 
 
 def upsample_seeds(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(C, h, w) token-grid seeds bilinearly resized to (C, *size), float32."""
     return upsample(torch.from_numpy(maps.astype(np.float32)), size).numpy()
-
-
-def normalise_by_max(maps: np.ndarray) -> np.ndarray:
-    """Each (h, w) map clipped at 0 and divided by its own max (REFERENCE.md §3); an all-zero map stays 0."""
-    positive = np.maximum(maps, 0)
-    peak = positive.reshape(positive.shape[0], -1).max(axis=1)
-    return np.where(peak[:, None, None] > 0, positive / np.where(peak > 0, peak, 1)[:, None, None], 0.0)
 
 
 def present_class_maps(cams: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

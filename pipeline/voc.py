@@ -1,6 +1,6 @@
 """PASCAL VOC 2012 layout: reading images, label masks and image-level labels.
 
-Layout (REFERENCE.md §4), relative to a root folder::
+Layout, relative to a root folder::
 
     JPEGImages/<id>.jpg                 the image
     SegmentationClass/<id>.png          palette PNG: 0 background, k class k, 255 ignore

@@ -4,5 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
+wsss check
 dvc repro "$@"
 dvc metrics show

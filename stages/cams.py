@@ -7,12 +7,12 @@ import numpy as np
 import torch
 
 from pipeline.artifacts import ArtifactWriter
-from pipeline.classifier import resize_square, to_tensor
+from pipeline.preprocess import resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.models import load_classifier, token_stride
 from pipeline.progress import progress_bar
-from pipeline.seeds import multiscale_relevance, normalise_by_max, require_method
+from pipeline.cams import multiscale_relevance, normalise_by_max, require_method
 from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import CAMS, CLASSIFIER, DATASET

@@ -1,13 +1,20 @@
-"""The `wsss` command: one sub-command per DVC stage, plus `show` for looking at seeds."""
+"""The `wsss` command: one sub-command per DVC stage, plus tools (check, code-deps, show).
+
+Stage modules are imported only when their command runs, so the dispatcher is not part of
+any stage's code (see `stages.code_deps`): adding a command reruns nothing.
+"""
 from __future__ import annotations
 
 import functools
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
 from pipeline.errors import InputError
+from stages.common import PARAMS_OPTION
+from stages.stage_list import STAGES
 
 app = typer.Typer(
     help="vit-wsss: image-level labels to pixel-level pseudo-masks (ViT relevance -> dCRF -> AffinityNet -> random walk).",
@@ -15,21 +22,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# (command, module, one-line description) in pipeline order.
-STAGES = [
-    ("synthetic", "stages.synthetic", "Generate the built-in shapes dataset in VOC layout (data/synthetic)."),
-    ("dataset", "stages.dataset", "Index a VOC-layout folder into data/dataset.zarr (ids, splits, labels, sizes)."),
-    ("train_cls", "stages.train_cls", "Train the ViT multi-label classifier (data/models/classifier.pt)."),
-    ("cams", "stages.cams", "Relevance seeds per present class on the token grid (data/cams.zarr)."),
-    ("crf_labels", "stages.crf_labels", "Dense-CRF confident foreground/background labels (data/crf_labels.zarr)."),
-    ("aff_pairs", "stages.aff_pairs", "Labels at feature resolution and pair codes within the radius (data/aff_pairs.zarr)."),
-    ("train_aff", "stages.train_aff", "Train AffinityNet on the confident pairs (data/models/affinitynet.pt)."),
-    ("random_walk", "stages.random_walk", "Random walk of the seeds over AffinityNet affinities (data/refined.zarr, PNGs)."),
-    ("evaluate", "stages.evaluate", "mIoU of seeds, CRF labels and random-walk masks (metrics/segmentation.json)."),
-    ("explain_eval", "stages.explain_eval", "Perturbation and segmentation tests of each explanation method (metrics/explainability.json)."),
-    ("report", "stages.report", "Self-contained HTML report: tables, curves, example gallery (report/index.html)."),
-]
 
 
 def _friendly_errors(run: Callable) -> Callable:
@@ -46,15 +38,26 @@ def _friendly_errors(run: Callable) -> Callable:
     return wrapper
 
 
-def _register() -> None:
-    for name, module_name, description in STAGES:
-        module = importlib.import_module(module_name)
-        app.command(name, help=f"{description}\n\n{module.main.__doc__ or ''}", short_help=description)(_friendly_errors(module.main))
+def _stage_command(module_name: str) -> Callable[[Path], None]:
+    def command(params_file: Path = PARAMS_OPTION) -> None:
+        importlib.import_module(module_name).main(params_file)
+
+    return command
 
 
-_register()
+def _tool_command(module_name: str) -> Callable:
+    """A tool's `main`, imported now (tools are light); its signature defines the options."""
+    return importlib.import_module(module_name).main
+
+
+for _name, _module, _description in STAGES:
+    app.command(_name, help=_description, short_help=_description)(_friendly_errors(_stage_command(_module)))
+
+app.command("check", help="Validate every section of params.yaml and decode every image and mask of the dataset.")(
+    _friendly_errors(_tool_command("stages.check")))
+app.command("code-deps", help="Write each stage's code deps (its import closure) into dvc.yaml.")(_tool_command("stages.code_deps"))
 # Not a DVC stage: a look at the seeds of one image.
-app.command("show", help="Write an image and its per-class seed overlays to a PNG.")(_friendly_errors(importlib.import_module("stages.show").main))
+app.command("show", help="Write an image and its per-class seed overlays to a PNG.")(_friendly_errors(_tool_command("stages.show")))
 
 if __name__ == "__main__":
     app()

@@ -26,16 +26,16 @@ class StageParams:
 
     def __init__(self, path: Path) -> None:
         self.source = str(path)
-        self._raw = P.load(path)
+        self.raw = P.load(path)
 
     def section(self, name: str, cls: type[T]) -> T:
-        return P.section(self._raw, name, cls, self.source)
+        return P.section(self.raw, name, cls, self.source)
 
     def device(self) -> torch.device:
         """The top-level ``device`` (auto, cpu, cuda, cuda:N), resolved."""
-        from pipeline.models import resolve_device  # torch only for the stages that use a device
+        from pipeline.device import resolve_device  # torch only for the stages that use a device
 
-        return resolve_device(P.value(self._raw, "device", str, self.source))
+        return resolve_device(P.value(self.raw, "device", str, self.source))
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

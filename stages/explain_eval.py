@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pipeline import imagenet
-from pipeline.classifier import normalise, resize_square, to_tensor
+from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.explain import explain
@@ -18,7 +18,7 @@ from pipeline.explain_eval import evaluate_method
 from pipeline.labels import resize_labels
 from pipeline.models import build_classifier, load_classifier
 from pipeline.progress import progress_bar
-from pipeline.seeds import require_method
+from pipeline.cams import require_method
 from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
 from stages.paths import CLASSIFIER, DATASET

@@ -23,9 +23,9 @@ class ParamsError(InputError):
     """A params file is missing, malformed, or has a wrong, missing or unknown key."""
 
 
-def spec(low: float | None = None, high: float | None = None, doc: str = "") -> Any:
-    """A dataclass field carrying an inclusive numeric range."""
-    return dataclasses.field(metadata={"low": low, "high": high, "doc": doc})
+def spec(low: float | None = None, high: float | None = None, doc: str = "", length: int | None = None) -> Any:
+    """A dataclass field carrying an inclusive numeric range (of each item, for a list) and a list length."""
+    return dataclasses.field(metadata={"low": low, "high": high, "doc": doc, "length": length})
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -37,6 +37,9 @@ class SyntheticParams:
     num_val: int = spec(1)
     image_size: int = spec(32, 1024)
     num_classes: int = spec(2, 10)
+    objects: list[int] = spec(1, 10, length=2, doc="(min, max) objects drawn per image")
+    scale: list[float] = spec(0.02, 0.5, length=2, doc="(min, max) object radius, fraction of the image side")
+    clutter: float = spec(0.0, 10.0, doc="distractors: on average 3 x clutter blobs and 5 x clutter strokes")
     seed: int = spec(0)
 
 
@@ -246,6 +249,9 @@ def _check(raw: Any, kind: Any, where: str, source: str, metadata: Any) -> Any:
     if origin is list:
         if not isinstance(raw, list):
             raise wrong
+        length = (metadata or {}).get("length")
+        if length is not None and len(raw) != length:
+            raise ParamsError(f"{source}: '{where}' must be a list of {length} items, got {raw!r}")
         return [_check(item, get_args(kind)[0], f"{where}[{i}]", source, metadata) for i, item in enumerate(raw)]
     if kind is type(None):
         if raw is not None:
@@ -273,6 +279,9 @@ def _check(raw: Any, kind: Any, where: str, source: str, metadata: Any) -> Any:
             raise ParamsError(f"{source}: '{where}' = {raw!r} is out of range {bounds}")
     return raw
 
+
+# Top-level scalar keys (not sections), and what they must be.
+TOP_LEVEL_VALUES: dict[str, type] = {"device": str}
 
 # Sections by params.yaml name, for tooling and tests.
 SECTIONS: dict[str, type] = {

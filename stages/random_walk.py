@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.affinity import affinity_grid, half_disc_offsets, load_affinitynet, mean_affinity, predict_affinity
 from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.classifier import normalise, resize_square, to_tensor
+from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.progress import progress_bar
 from pipeline.random_walk import refine

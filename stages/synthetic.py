@@ -19,7 +19,10 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     cfg = params.section("synthetic", P.SyntheticParams)
     tmp = OUTPUT.with_name(f".{OUTPUT.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    summary = generate(tmp, num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size, num_classes=cfg.num_classes, seed=cfg.seed)
+    if cfg.objects[0] > cfg.objects[1] or cfg.scale[0] > cfg.scale[1]:
+        raise P.ParamsError(f"{params.source}: synthetic.objects and synthetic.scale are (min, max) pairs; put the smaller value first")
+    summary = generate(tmp, num_train=cfg.num_train, num_val=cfg.num_val, image_size=cfg.image_size, num_classes=cfg.num_classes,
+                       seed=cfg.seed, objects=tuple(cfg.objects), scale=tuple(cfg.scale), clutter=cfg.clutter)
     shutil.rmtree(OUTPUT, ignore_errors=True)
     os.replace(tmp, OUTPUT)
     echo(f"synthetic: wrote {summary} to {OUTPUT}")

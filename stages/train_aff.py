@@ -7,7 +7,7 @@ import torch
 
 from pipeline.affinity import build_affinitynet, train_affinitynet
 from pipeline.artifacts import Artifact
-from pipeline.classifier import resize_square
+from pipeline.preprocess import resize_square
 from pipeline.dataset_index import DatasetIndex
 from pipeline.models import save_checkpoint
 from pipeline.progress import progress, progress_bar

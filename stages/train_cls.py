@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.classifier import TrainConfig, resize_square, to_tensor, train_classifier
+from pipeline.classifier import TrainConfig, train_classifier
+from pipeline.preprocess import resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, save_checkpoint

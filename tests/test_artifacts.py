@@ -110,3 +110,37 @@ def test_require_same_ids_names_the_store(tmp_path):
     _write(tmp_path / "b.zarr", n=3)
     with pytest.raises(ArtifactError, match="b.zarr"):
         require_same_ids(Artifact(tmp_path / "a.zarr", "cams"), Artifact(tmp_path / "b.zarr", "cams"))
+
+
+def _shard_files(path: Path, array: str) -> list[Path]:
+    return sorted(p for p in (path / array / "c").rglob("*") if p.is_file())
+
+
+def test_a_missing_shard_is_named_with_the_fix(tmp_path):
+    path = tmp_path / "a.zarr"
+    _write(path)
+    _shard_files(path, "cams")[1].unlink()  # zarr alone would read the lost images as zeros
+    with pytest.raises(ArtifactError, match=r"damaged: array 'cams' lost 1 of its 3 shard files.*dvc checkout .*a\.zarr.*dvc repro --force cams"):
+        Artifact(path, "cams")
+
+
+def test_a_flipped_byte_in_chunk_data_is_detected_when_read(tmp_path):
+    path = tmp_path / "a.zarr"
+    _write(path)
+    shard = _shard_files(path, "cams")[0]
+    data = bytearray(shard.read_bytes())
+    data[10] ^= 0xFF  # inside the first stored chunk (image 1; image 0 is all fill value, so not stored)
+    shard.write_bytes(bytes(data))
+    store = Artifact(path, "cams")
+    assert np.all(store.read("cams", 3) == 3)  # other chunks still read
+    with pytest.raises(ArtifactError, match=r"damaged: array 'cams' cannot be decoded.*dvc checkout"):
+        store.read("cams", 1)
+
+
+def test_an_array_of_fill_values_has_no_shards_and_is_accepted(tmp_path):
+    path = tmp_path / "a.zarr"
+    with ArtifactWriter(path, "cams", ["x", "y"]) as out:
+        out.create("cams", (2,), "float32")
+        out.write("cams", 0, np.zeros(2))
+        out.write("cams", 1, np.zeros(2))
+    assert np.all(Artifact(path, "cams").read_all("cams") == 0)

@@ -1,4 +1,5 @@
 """DVC as a team uses it: param-scoped reruns, determinism, remotes and shared caches."""
+import json
 import re
 import shutil
 from pathlib import Path
@@ -98,3 +99,35 @@ def test_shared_cache_directory_serves_a_second_checkout(project, tmp_path):
     run(["dvc", "checkout"], clone)
     assert "up to date" in run(["dvc", "status"], clone).stdout.lower()
     assert _ran(run(["dvc", "repro"], clone).stdout) == set()
+
+
+# One edit per kind of code, and the stages `dvc status` must then call changed: exactly the
+# stages whose import closure holds the file (written out here, not derived, so that a wrong
+# derivation in `wsss code-deps` cannot pass by agreeing with itself).
+CODE_EDITS = [
+    ("pipeline/evaluation.py", {"evaluate"}),
+    ("pipeline/crf.py", {"crf_labels"}),
+    ("pipeline/random_walk.py", {"random_walk"}),
+    ("pipeline/seeds.py", {"crf_labels", "random_walk", "evaluate", "report"}),
+    ("pipeline/explain/rules.py", {"cams", "explain_eval"}),
+    ("stages/paths.py", {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
+    ("stages/cli.py", set()),  # the dispatcher loads stage modules lazily: adding a command reruns nothing
+]
+
+
+@pytest.mark.parametrize("path, stale", CODE_EDITS, ids=[e[0] for e in CODE_EDITS])
+def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(project, path, stale):
+    with open(project / path, "a") as handle:
+        handle.write("# an edit\n")
+    changed = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
+    assert set(changed) == stale
+
+
+def test_a_damaged_store_ends_in_one_message_with_the_fix(project):
+    shard = next(p for p in sorted((project / "data/cams.zarr/cams/c").rglob("*")) if p.is_file())
+    shard.unlink()
+    result = run(["wsss", "crf_labels"], project, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "data/cams.zarr is damaged" in result.stderr and "dvc checkout data/cams.zarr" in result.stderr
+    run(["dvc", "checkout", "data/cams.zarr"], project)
+    assert "up to date" in run(["dvc", "status"], project).stdout.lower()

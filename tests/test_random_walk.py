@@ -3,7 +3,8 @@ import pytest
 import scipy.sparse as sp
 
 from pipeline.affinity import half_disc_offsets
-from pipeline.random_walk import random_walk, refine, seed_scores, transition_matrix
+from pipeline.random_walk import random_walk, refine, transition_matrix
+from pipeline.seeds import seed_scores
 
 
 def _dense_transition(affinity, offsets, beta):
@@ -31,6 +32,7 @@ def test_rows_sum_to_one_and_symmetric_weights(small_case):
     offsets, affinity, _ = small_case
     t = transition_matrix(affinity, offsets, beta=4)
     assert isinstance(t, sp.csr_matrix) and t.shape == (42, 42)
+    # float64 rows of ≤ 29 terms: ≤ 29 × eps64 ≈ 6e-15 whatever the summation order
     np.testing.assert_allclose(np.asarray(t.sum(axis=1)).ravel(), 1.0, rtol=1e-12)
     dense = t.toarray()
     # D T = W must be symmetric with a unit diagonal.
@@ -56,7 +58,10 @@ def test_sparse_walk_matches_dense_power(small_case):
     t = transition_matrix(affinity, offsets, beta=3)
     sparse = random_walk(scores, t, steps=8)
     dense = (np.linalg.matrix_power(_dense_transition(affinity, offsets, 3), 8) @ scores.reshape(3, -1).T).T
+    # the walk runs in float64 and returns float32: one float32 rounding (eps32/2 = 6e-8 relative) dominates;
+    # values are ≥ 0.08, so rtol 1e-5 has ~150× headroom, and a wrong power or transpose is off by ≥ 1e-2
     np.testing.assert_allclose(sparse, dense.reshape(scores.shape), rtol=1e-5, atol=1e-6)
+    # exact argmax: the top two scores differ by ≥ 4 % here, far more than a float32 rounding
     np.testing.assert_array_equal(sparse.argmax(axis=0), dense.reshape(scores.shape).argmax(axis=0))
 
 

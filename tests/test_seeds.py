@@ -7,7 +7,8 @@ from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.dataset_index import DatasetIndex, write_index
 from pipeline.errors import InputError
 from pipeline.models import DemoHybridConfig, build_classifier
-from pipeline.seeds import cam_positions, multiscale_relevance, normalise_by_max, present_class_maps, require_method
+from pipeline.cams import multiscale_relevance, normalise_by_max, require_method
+from pipeline.seeds import cam_positions, present_class_maps
 from pipeline.synthetic import generate
 
 TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=2)
@@ -34,7 +35,11 @@ def test_flip_average_of_a_mirror_image_is_the_mirror_of_the_average():
     a = multiscale_relevance(model, images, classes, "transformer_attribution", (4, 4), 8, scales=(1.0, 1.5), flip=True)
     b = multiscale_relevance(model, images.flip(-1), classes, "transformer_attribution", (4, 4), 8, scales=(1.0, 1.5), flip=True)
     assert a.shape == (2, 4, 4)
-    torch.testing.assert_close(a, b.flip(-1), rtol=1e-4, atol=1e-6)
+    # float32 (normalise casts): the 1.5× resize and the 4-term average round differently for the mirror, and the
+    # network amplifies that (float32 vs float64 maps: 1.6e-6 of the max); 1e-4 of each map's max is ~60× that,
+    # while a map not mirrored back is off by ~0.5 of its max. (Maps are ~1e-4 and ~5e-6: no fixed atol fits.)
+    for got, want in zip(a, b.flip(-1)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-4 * float(want.abs().max()))
 
 
 def test_lrp_on_a_hybrid_is_refused_naming_the_param():

@@ -1,4 +1,4 @@
-"""The six explanation methods of REFERENCE.md §1 behind one entry point, ``explain``."""
+"""The explanation methods of docs/methods.md ("Explanation methods") behind one entry point, ``explain``."""
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
-"""Relevance rules (LRP) for ViT layers, as small composable objects (REFERENCE.md §1).
+"""Relevance rules (LRP) for ViT layers, as small composable objects (Chefer et al., CVPR 2021;
+docs/methods.md, "LRP rules for ViT layers").
 
 Each rule maps the relevance of a layer's output to the relevance of its input(s), given the
 tensors the forward pass recorded. Rules are stateless and work on any leading (batch) shape;

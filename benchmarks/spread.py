@@ -1,0 +1,98 @@
+"""How much the headline numbers move: the default pipeline over training seeds, and on other datasets.
+
+    python benchmarks/spread.py seeds                 # train_cls.seed = train_aff.seed = 0, 1, 2
+    python benchmarks/spread.py variants              # two other synthetic datasets (settings and seeds)
+
+Each configuration is one `dvc exp run --temp` (the workspace is left alone; stages whose
+inputs did not change come from the DVC cache), named `spread-<config>`, so `dvc exp show`
+lists them afterwards. The script prints Markdown tables: mean ± std (sample std, n - 1)
+over the seeds, and seed -> CRF -> random walk per dataset variant. Run it on a committed
+workspace: an experiment starts from HEAD plus the workspace's changes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+# Settings of the two extra datasets: denser clutter with more, smaller objects at 96 px, and
+# sparse scenes with fewer, larger objects at 160 px; each with its own generator seed.
+VARIANTS: dict[str, dict[str, object]] = {
+    "cluttered": {"synthetic.image_size": 96, "synthetic.clutter": 2.0, "synthetic.objects": [2, 4], "synthetic.scale": [0.12, 0.24], "synthetic.seed": 1},
+    "sparse": {"synthetic.image_size": 160, "synthetic.clutter": 0.5, "synthetic.objects": [1, 2], "synthetic.scale": [0.2, 0.35], "synthetic.seed": 2},
+}
+
+METRICS = [  # (label, file, key, scale to %)
+    ("classifier val mAP", "metrics/classifier.json", "val_map", 100.0),
+    ("seed mIoU (bg 0.2)", "metrics/segmentation.json", "seed_miou", 1.0),
+    ("seed mIoU (best bg)", "metrics/segmentation.json", "seed_miou_best_background", 1.0),
+    ("CRF confident mIoU", "metrics/segmentation.json", "crf_confident_miou", 1.0),
+    ("CRF coverage %", "metrics/segmentation.json", "crf_coverage", 1.0),
+    ("random walk mIoU", "metrics/segmentation.json", "random_walk_miou", 1.0),
+]
+
+
+def _run(args: list[str]) -> str:
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def _set_args(settings: dict[str, object]) -> list[str]:
+    out: list[str] = []
+    for key, value in settings.items():
+        out += ["-S", f"{key}={json.dumps(value)}"]
+    return out
+
+
+def run_experiment(name: str, settings: dict[str, object]) -> dict[str, float]:
+    """`dvc exp run --temp` under `name`; returns the metrics of the finished experiment."""
+    start = time.perf_counter()
+    if any(ref.endswith(f"/{name}") for ref in _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"]).split()):
+        _run(["dvc", "exp", "remove", name])  # a rerun replaces the earlier experiment of that name
+    _run(["dvc", "exp", "run", "--temp", "-n", name, *_set_args(settings)])
+    refs = [r for r in _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"]).split() if r.endswith(f"/{name}")]
+    values = {}
+    for label, path, key, scale in METRICS:
+        values[label] = json.loads(_run(["git", "show", f"{refs[0]}:{path}"]))[key] * scale
+    print(f"{name}: done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in values.items()), file=sys.stderr)
+    return values
+
+
+def seeds(values: list[int]) -> None:
+    runs = [run_experiment(f"spread-seed{s}", {"train_cls.seed": s, "train_aff.seed": s}) for s in values]
+    print("| metric | " + " | ".join(f"seed {s}" for s in values) + f" | mean ± std (n={len(values)}) |")
+    print("|---|" + "---|" * (len(values) + 1))
+    for label, *_ in METRICS:
+        column = [run[label] for run in runs]
+        spread = statistics.stdev(column) if len(column) > 1 else 0.0
+        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in column) + f" | {statistics.mean(column):.1f} ± {spread:.1f} |")
+
+
+def variants(names: list[str]) -> None:
+    print("| dataset | settings | seed mIoU (best bg) | CRF confident mIoU | random walk mIoU | walk gain over best seed |")
+    print("|---|---|---|---|---|---|")
+    for name in names:
+        run = run_experiment(f"spread-{name}", VARIANTS[name])
+        settings = ", ".join(f"{k.split('.')[1]} {v}" for k, v in VARIANTS[name].items())
+        gain = run["random walk mIoU"] - run["seed mIoU (best bg)"]
+        print(f"| {name} | {settings} | {run['seed mIoU (best bg)']:.1f} | {run['CRF confident mIoU']:.1f} | {run['random walk mIoU']:.1f} | {gain:+.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="mode", required=True)
+    seed_parser = sub.add_parser("seeds", help="the default pipeline over training seeds")
+    seed_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    variant_parser = sub.add_parser("variants", help="the default pipeline on other synthetic datasets")
+    variant_parser.add_argument("--names", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    args = parser.parse_args()
+    seeds(args.seeds) if args.mode == "seeds" else variants(args.names)
+
+
+if __name__ == "__main__":
+    main()

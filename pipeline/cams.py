@@ -1,0 +1,66 @@
+"""Making seeds: relevance per (image, present class), averaged over scales and flips, max-normalised."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.preprocess import normalise
+from pipeline.errors import InputError
+from pipeline.explain import check_model, explain
+from pipeline.maps import upsample
+
+
+def scaled_size(image_size: int, scale: float, stride: int) -> int:
+    """Input side for a scale, rounded to whole tokens."""
+    return max(stride, int(round(image_size * scale / stride)) * stride)
+
+
+def multiscale_relevance(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    class_ids: torch.Tensor,
+    method: str,
+    grid: tuple[int, int],
+    stride: int,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    start_layer: int = 1,
+) -> torch.Tensor:
+    """Raw relevance (B, *grid) for uint8 images (B, 3, S, S), averaged over `scales` and, with `flip`, mirrors.
+
+    Each scale's map is resized to `grid` (the token grid at scale 1) before averaging;
+    a mirrored image's map is mirrored back.
+    """
+    total = torch.zeros(images.shape[0], *grid, device=images.device)
+    count = 0
+    for scale in scales:
+        side = scaled_size(images.shape[-1], scale, stride)
+        x = normalise(images)
+        if side != images.shape[-1]:
+            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+        for mirrored in (False, True) if flip else (False,):
+            maps = explain(model, x.flip(-1) if mirrored else x, class_ids, method=method, start_layer=start_layer)
+            if method == "lrp":  # pixel relevance: pool back to the token grid
+                maps = F.avg_pool2d(maps[:, None], stride)[:, 0]
+            maps = maps.flip(-1) if mirrored else maps
+            total += maps if tuple(maps.shape[-2:]) == tuple(grid) else upsample(maps, grid)
+            count += 1
+    return total / count
+
+
+def require_method(model: torch.nn.Module, method: str, param: str) -> None:
+    """Stop before any work when `method` cannot explain `model` (e.g. `lrp` on a hybrid), naming the param."""
+    try:
+        check_model(model, method)
+    except ValueError as error:
+        raise InputError(f"{param}={method}: {error}") from None
+
+
+def normalise_by_max(maps: np.ndarray) -> np.ndarray:
+    """Each (h, w) map clipped at 0 and divided by its own max (docs/methods.md, "From relevance to seeds"); an all-zero map stays 0."""
+    positive = np.maximum(maps, 0)
+    peak = positive.reshape(positive.shape[0], -1).max(axis=1)
+    return np.where(peak[:, None, None] > 0, positive / np.where(peak > 0, peak, 1)[:, None, None], 0.0)

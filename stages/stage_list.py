@@ -1,0 +1,22 @@
+"""The DVC stages in pipeline order: command name, module, one-line description.
+
+Kept apart from the CLI so that tooling (code deps, checks) can list the stages without
+importing any of them.
+"""
+from __future__ import annotations
+
+STAGES: tuple[tuple[str, str, str], ...] = (
+    ("synthetic", "stages.synthetic", "Generate the built-in shapes dataset in VOC layout (data/synthetic)."),
+    ("dataset", "stages.dataset", "Index and validate a VOC-layout folder into data/dataset.zarr (ids, splits, labels, sizes)."),
+    ("train_cls", "stages.train_cls", "Train the ViT multi-label classifier (data/models/classifier.pt)."),
+    ("cams", "stages.cams", "Relevance seeds per present class on the token grid (data/cams.zarr)."),
+    ("crf_labels", "stages.crf_labels", "Dense-CRF confident foreground/background labels (data/crf_labels.zarr)."),
+    ("aff_pairs", "stages.aff_pairs", "Labels at feature resolution and pair codes within the radius (data/aff_pairs.zarr)."),
+    ("train_aff", "stages.train_aff", "Train AffinityNet on the confident pairs (data/models/affinitynet.pt)."),
+    ("random_walk", "stages.random_walk", "Random walk of the seeds over AffinityNet affinities (data/refined.zarr, PNGs)."),
+    ("evaluate", "stages.evaluate", "mIoU of seeds, CRF labels and random-walk masks (metrics/segmentation.json)."),
+    ("explain_eval", "stages.explain_eval", "Perturbation and segmentation tests of each explanation method (metrics/explainability.json)."),
+    ("report", "stages.report", "Self-contained HTML report: tables, curves, example gallery (report/index.html)."),
+)
+
+STAGE_MODULES: dict[str, str] = {name: module for name, module, _ in STAGES}
