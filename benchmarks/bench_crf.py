@@ -1,18 +1,20 @@
 """Confident-label CRF throughput (two dense CRFs per image) with 1 and more worker processes.
 
 Synthetic images: random bright rectangles on a noisy background, one soft seed per rectangle.
-CRF spatial std-devs are scaled to the image size (`pipeline.crf.scaled_to`).
+CRF spatial std-devs are scaled to the image size (`pipeline.crf.for_image`).
 
     .venv/bin/python benchmarks/bench_crf.py --size 224 --images 16 --workers 1 2
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
 
-from pipeline.crf import CRFParams, confident_labels_many, scaled_to
+from pipeline.crf import CRFConfig, confident_labels_many
+from stages import params as P
 
 
 def synthetic_image(size: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -35,16 +37,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--classes", type=int, default=2, help="present classes per image")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--params", default="params.yaml", help="the crf section to use")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     images, seeds, labels = zip(*(synthetic_image(args.size, args.classes, rng) for _ in range(args.images)))
-    params = scaled_to(CRFParams(), args.size)
+    params = P.section(P.load(args.params), "crf", CRFConfig)  # scaled to each image's side, as in the stage
     print(f"{args.images} images of {args.size}x{args.size}, {args.classes} classes, "
           f"{params.iterations} mean-field iterations x 2 CRFs per image")
     reference = None
     for workers in args.workers:
         start = time.perf_counter()
-        maps = confident_labels_many(images, seeds, labels, params, workers=workers)
+        maps = confident_labels_many(images, seeds, labels, dataclasses.replace(params, workers=workers))
         seconds = time.perf_counter() - start
         if reference is None:
             reference = maps

@@ -6,15 +6,17 @@ Prints images/s for each; no files are left behind (generation goes to a tempora
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+from pipeline.classifier import ClassifierConfig
+from pipeline.models import build_classifier
 from pipeline.preprocess import normalise, resize_square, to_tensor
-from pipeline.models import DemoHybridConfig, build_classifier
-from pipeline.synthetic import generate
+from pipeline.synthetic import SyntheticConfig, generate
 from pipeline.voc import VOCDataset
 from stages import params as P
 
@@ -26,20 +28,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     args = parser.parse_args()
     params = P.load(args.params)
-    syn = P.section(params, "synthetic", P.SyntheticParams)
-    cls = P.section(params, "train_cls", P.TrainClsParams)
+    syn = P.section(params, "synthetic", SyntheticConfig)
+    cls = P.section(params, "train_cls", ClassifierConfig)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        generate(Path(tmp) / "syn", num_train=args.images, num_val=1, image_size=syn.image_size, num_classes=syn.num_classes, seed=syn.seed)
+        generate(Path(tmp) / "syn", dataclasses.replace(syn, num_train=args.images, num_val=1))
         generation = (args.images + 1) / (time.perf_counter() - start)
         voc = VOCDataset(Path(tmp) / "syn", "train")
         start = time.perf_counter()
         images = to_tensor([resize_square(voc.image(i), cls.image_size) for i in voc.ids])
         decoding = len(voc.ids) / (time.perf_counter() - start)
 
-    demo = DemoHybridConfig(**vars(cls.demo_hybrid))
-    model = build_classifier(cls.model, syn.num_classes, cls.image_size, False, demo)
+    model = build_classifier(cls.model, syn.num_classes, cls.image_size, False, cls.demo_hybrid)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cls.lr)
     batch = normalise(images[: cls.batch_size])
     target = torch.zeros(batch.shape[0], syn.num_classes)

@@ -15,7 +15,7 @@ import tracemalloc
 
 import numpy as np
 
-from pipeline.affinity import half_disc_offsets
+from pipeline.affinity.pairs import half_disc_offsets
 from pipeline.random_walk import random_walk, seed_scores, transition_matrix
 
 

@@ -20,8 +20,6 @@ Same inputs give byte-identical files: no timestamps, deterministic codecs.
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from pipeline.errors import InputError
+from pipeline.files import commit, discard, temporary_sibling
 
 FORMAT_VERSION = 2  # 2: the marker lists each array's shard files
 MARKER = "vit_wsss"
@@ -116,12 +115,11 @@ class ArtifactWriter:
         self.ids = [str(i) for i in ids]
         self.attrs = dict(attrs or {})
         self.shard_size = shard_size
-        self.tmp_path = self.path.with_name(f".{self.path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.tmp_path = temporary_sibling(self.path)
         self.group: zarr.Group | None = None
         self.buffers: dict[str, _ArrayBuffer] = {}
 
     def __enter__(self) -> "ArtifactWriter":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
         return self
 
@@ -153,7 +151,7 @@ class ArtifactWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            shutil.rmtree(self.tmp_path, ignore_errors=True)
+            discard(self.tmp_path)
             return
         try:
             everything = np.ones(len(self.ids), dtype=bool)
@@ -167,11 +165,9 @@ class ArtifactWriter:
             marker = {"format_version": FORMAT_VERSION, "kind": self.kind, "complete": True, "shards": _shard_files(self.tmp_path)}
             self.group.attrs.update({"ids": self.ids, **self.attrs, MARKER: marker})
         except BaseException:
-            shutil.rmtree(self.tmp_path, ignore_errors=True)
+            discard(self.tmp_path)
             raise
-        if self.path.exists():
-            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
-        os.replace(self.tmp_path, self.path)
+        commit(self.tmp_path, self.path)
 
 
 def _shard_files(root: Path) -> dict[str, list[str]]:

@@ -1,6 +1,7 @@
 """Training augmentation on uint8 image batches: random mirror and colour jitter, from a seeded generator."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -27,9 +28,17 @@ def random_hflip(images: torch.Tensor, generator: torch.Generator) -> tuple[torc
     return torch.where(flip.view(-1, 1, 1, 1).to(images.device), images.flip(-1), images), flip
 
 
-def augment(images: torch.Tensor, hflip: bool, jitter: float, generator: torch.Generator) -> torch.Tensor:
-    """uint8 (B, 3, H, W) to augmented [0, 1] floats."""
+def augment(images: torch.Tensor, hflip: bool, jitter: float, generator: torch.Generator,
+            labels: np.ndarray | None = None) -> tuple[torch.Tensor, np.ndarray | None]:
+    """uint8 (B, 3, H, W) to augmented [0, 1] floats: random mirror, then colour jitter.
+
+    ``labels`` (B, h, w), if given, are mirrored with their images (a copy; jitter leaves them
+    alone). Every training draws from ``generator`` in this order, so a seed fixes the lot.
+    """
     x = images.float() / 255.0
     if hflip:
-        x, _ = random_hflip(x, generator)
-    return color_jitter(x, jitter, generator)
+        x, flip = random_hflip(x, generator)
+        if labels is not None:
+            labels = labels.copy()
+            labels[flip.numpy()] = labels[flip.numpy()][:, :, ::-1]
+    return color_jitter(x, jitter, generator), labels

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -9,8 +10,22 @@ import torch.nn.functional as F
 
 from pipeline.preprocess import normalise
 from pipeline.errors import InputError
-from pipeline.explain import check_model, explain
+from pipeline.config import knob
+from pipeline.explain import check_model, explain, method_names
 from pipeline.maps import upsample
+
+
+@dataclass(frozen=True)
+class CamsConfig:
+    """The ``cams`` section: which explanation seeds the pipeline, at which scales."""
+
+    method: str = knob("a registered explanation method (pipeline.explain.METHODS)", choices=method_names)
+    start_layer: int = knob("first block of the chain (the reference evaluation uses 1)", 0)
+    splits: list[str] = knob("the images pseudo-labels are made for")
+    image_size: int = knob("input side (the classifier's train_cls.image_size); maps live on its token grid", 16, 2048)
+    scales: list[float] = knob("input scales the maps are averaged over (position embedding resized)", 0.1, 4.0)
+    flip: bool = knob("also average with the mirrored image (twice the cost)")
+    batch_size: int = knob("(image, class) pairs explained per batch", 1)
 
 
 def scaled_size(image_size: int, scale: float, stride: int) -> int:

@@ -1,10 +1,9 @@
 """Multi-label classifier training and inference on in-memory or streamed image batches."""
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Union
 
 import numpy as np
 import torch
@@ -12,36 +11,37 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.augment import augment
+from pipeline.config import knob
 from pipeline.metrics import mean_average_precision
+from pipeline.models import DemoHybridConfig
 from pipeline.preprocess import normalise
 from pipeline.progress import progress_bar
+from pipeline.training import eval_mode, lr_factor
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    optimizer: Literal["sgd", "adamw"]
-    schedule: Literal["poly", "cosine"]
-    warmup_epochs: int
-    hflip: bool
-    color_jitter: float
-    seed: int
+class ClassifierConfig:
+    """The ``train_cls`` section: which ViT, and how it learns from image-level labels."""
+
+    model: str = knob("demo_hybrid, or any timm ViT: vit_small_patch16_224, deit_small_patch16_224, vit_base_r50_s16_384 ...")
+    demo_hybrid: DemoHybridConfig = knob("shape of the demo hybrid (used when model is demo_hybrid)")
+    pretrained: Union[bool, str] = knob("false (random init), true (timm hub, needs internet), or a local checkpoint path")
+    image_size: int = knob("training input side, px", 32, 1024)
+    epochs: int = knob("passes over the training split", 1)
+    batch_size: int = knob("images per step (the last partial batch is dropped: BatchNorm needs > 1)", 1)
+    lr: float = knob("base learning rate", 0.0, 10.0)
+    weight_decay: float = knob("decoupled (adamw) or L2 (sgd) weight decay; none on norms, biases, embeddings", 0.0, 1.0)
+    optimizer: Literal["sgd", "adamw"] = knob("sgd (momentum 0.9; the seed report: lr 5e-3) or adamw")
+    schedule: Literal["poly", "cosine"] = knob("decay after warm-up: poly (power 0.9) or cosine")
+    warmup_epochs: int = knob("epochs of linear warm-up", 0)
+    hflip: bool = knob("random horizontal mirror")
+    color_jitter: float = knob("brightness, contrast and saturation factors in [1 - s, 1 + s]", 0.0, 1.0)
+    seed: int = knob("initial weights, shuffling and augmentation", 0)
+    train_split: str = knob("split the classifier learns from")
+    val_split: str = knob("split its mAP is measured on")
 
 
-def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
-    """Linear warm-up, then poly (power 0.9, the reference's) or cosine decay."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if schedule == "poly":
-        return (1 - progress) ** 0.9
-    return 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: ClassifierConfig) -> torch.optim.Optimizer:
     # No weight decay on norms, biases and embeddings (1-d tensors, pos/cls tokens), as timm does.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -57,13 +57,11 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 @torch.no_grad()
 def predict_scores(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> np.ndarray:
     """Sigmoid scores (N, K) for uint8 images (N, 3, H, W)."""
-    was_training = model.training
-    model.eval()
     out = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = normalise(images[start : start + batch_size].to(device))
-        out.append(torch.sigmoid(model(batch)).float().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, images.shape[0], batch_size):
+            batch = normalise(images[start : start + batch_size].to(device))
+            out.append(torch.sigmoid(model(batch)).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -73,7 +71,7 @@ def train_classifier(
     train_labels: torch.Tensor,
     val_images: torch.Tensor,
     val_labels: np.ndarray,
-    config: TrainConfig,
+    config: ClassifierConfig,
     device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
@@ -98,7 +96,8 @@ def train_classifier(
         losses = []
         for i in range(steps_per_epoch):
             index = order[i * config.batch_size : (i + 1) * config.batch_size]
-            x = augment(train_images[index], config.hflip, config.color_jitter, generator).to(device)
+            x, _ = augment(train_images[index], config.hflip, config.color_jitter, generator)
+            x = x.to(device)
             x = normalise(x)
             y = train_labels[index].float().to(device)
             factor = lr_factor(step, total, warmup, config.schedule)

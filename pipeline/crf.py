@@ -15,40 +15,50 @@ import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_softmax
 
+from pipeline.config import knob
 from pipeline.seeds import seed_scores
 
 NEUTRAL = 255
 
 
 @dataclass(frozen=True)
-class CRFParams:
-    """Reference CRF settings; the spatial std-devs (`*_sxy`) are in pixels of ~500 px VOC images."""
+class CRFConfig:
+    """The ``crf`` section: the two background exponents and the dense CRF's kernels.
 
-    alpha_low: float = 4
-    alpha_high: float = 32
-    gauss_sxy: float = 3
-    gauss_compat: float = 3
-    bilateral_sxy: float = 80
-    bilateral_srgb: float = 13
-    bilateral_compat: float = 10
-    iterations: int = 10
-
-
-def scaled_to(params: CRFParams, image_side: float, reference_side: float = 500) -> CRFParams:
-    """`params` with the spatial std-devs scaled by image_side / reference_side.
-
-    The reference values are in pixels of ~500 px images; on a 96 px image a bilateral
-    sxy of 80 would span the whole image and the colour term would act globally. Scaling
-    keeps the kernels covering the same fraction of the image. Colour std-dev (srgb),
-    compatibilities, alphas and iterations do not depend on size and are kept.
-    `image_side` is the caller's choice of side (e.g. the longer one, or sqrt(H * W)).
+    The spatial std-devs (``*_sxy``) are in pixels of ``reference_side``-px images (the
+    reference's ~500 px VOC images); with ``scale_with_image`` each image gets them scaled by
+    its longer side / ``reference_side`` (:func:`scaled_to`).
     """
-    if image_side <= 0 or reference_side <= 0:
-        raise ValueError(f"sides must be positive, got {image_side} and {reference_side}")
-    factor = image_side / reference_side
-    return dataclasses.replace(
-        params, gauss_sxy=params.gauss_sxy * factor, bilateral_sxy=params.bilateral_sxy * factor
-    )
+
+    alpha_low: float = knob("confident foreground: background score (1 - max seed) ** alpha_low", 0.0, 1000.0)
+    alpha_high: float = knob("confident background: background score (1 - max seed) ** alpha_high", 0.0, 1000.0)
+    gauss_sxy: float = knob("smoothness kernel std-dev, px at reference_side", 0.0)
+    gauss_compat: float = knob("smoothness kernel weight", 0.0)
+    bilateral_sxy: float = knob("appearance kernel spatial std-dev, px at reference_side", 0.0)
+    bilateral_srgb: float = knob("appearance kernel colour std-dev, 0-255 intensity units", 0.0)
+    bilateral_compat: float = knob("appearance kernel weight", 0.0)
+    iterations: int = knob("mean-field iterations", 1, 1000)
+    reference_side: int = knob("image side, px, the spatial std-devs are given for", 1)
+    scale_with_image: bool = knob("scale the spatial std-devs by each image's longer side / reference_side")
+    workers: int = knob("processes for the CRFs of different images (results do not depend on it)", 1, 256)
+
+
+def scaled_to(config: CRFConfig, image_side: float) -> CRFConfig:
+    """``config`` with the spatial std-devs scaled by image_side / reference_side.
+
+    On a 96 px image a bilateral sxy of 80 would span the whole image and the colour term
+    would act globally; scaling keeps the kernels covering the same fraction of the image.
+    Colour std-dev (srgb), compatibilities, alphas and iterations do not depend on size.
+    """
+    if image_side <= 0:
+        raise ValueError(f"image side must be positive, got {image_side}")
+    factor = image_side / config.reference_side
+    return dataclasses.replace(config, gauss_sxy=config.gauss_sxy * factor, bilateral_sxy=config.bilateral_sxy * factor)
+
+
+def for_image(config: CRFConfig, image: np.ndarray) -> CRFConfig:
+    """The settings one image is processed with: scaled to its longer side if ``scale_with_image``."""
+    return scaled_to(config, max(image.shape[:2])) if config.scale_with_image else config
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -56,8 +66,10 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
 
 
-def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFParams = CRFParams()) -> np.ndarray:
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFConfig) -> np.ndarray:
     """Mean-field marginals (L, H, W) float32 of a dense CRF with unary -log(probs).
+
+    ``params`` apply as given (no scaling here; :func:`for_image` does that).
 
     `probs` (L, H, W) need not sum to 1 over labels (the seed scores do not); values are
     clipped at 1e-5 before the log, as pydensecrf's `unary_from_softmax` does.
@@ -90,7 +102,7 @@ def confident_labels(
     image: np.ndarray,
     seeds: np.ndarray,
     class_labels: Sequence[int],
-    params: CRFParams = CRFParams(),
+    params: CRFConfig,
     pool: int = 1,
 ) -> np.ndarray:
     """Confident label map from seeds: uint8 (H / pool, W / pool), values 0, class labels, 255.
@@ -128,37 +140,32 @@ def confident_labels(
     return out
 
 
-def _confident_labels_job(job: tuple[np.ndarray, np.ndarray, Sequence[int], CRFParams, int]) -> np.ndarray:
-    return confident_labels(*job)
+def _confident_labels_job(job: tuple[np.ndarray, np.ndarray, Sequence[int], CRFConfig, int]) -> np.ndarray:
+    image, seeds, labels, config, pool = job
+    return confident_labels(image, seeds, labels, for_image(config, image), pool)
 
 
 def confident_labels_many(
     images: Sequence[np.ndarray],
     seeds: Sequence[np.ndarray],
     class_labels: Sequence[Sequence[int]],
-    params: CRFParams | Sequence[CRFParams] = CRFParams(),
-    workers: int = 1,
+    config: CRFConfig,
     pool: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> list[np.ndarray]:
-    """`confident_labels` for many images, in order, with `workers` processes (1 = in this process).
+    """`confident_labels` for many images, in order, each with :func:`for_image` settings, in
+    ``config.workers`` processes (1 = in this process).
 
     Each image is computed by the same deterministic function whatever the worker count, so
-    results are identical. `params` is one setting for all images or one per image (e.g. each
-    scaled to its image's size with `scaled_to`). `progress`, if given, is called with 1 after each image (e.g. a
+    results are identical. `progress`, if given, is called with 1 after each image (e.g. a
     `pipeline.progress.progress_bar(...).update`).
     """
     if not len(images) == len(seeds) == len(class_labels):
         raise ValueError(f"{len(images)} images, {len(seeds)} seeds and {len(class_labels)} label lists differ")
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    per_image = [params] * len(images) if isinstance(params, CRFParams) else list(params)
-    if len(per_image) != len(images):
-        raise ValueError(f"{len(per_image)} CRF settings for {len(images)} images")
-    jobs = [(image, seed, labels, crf, pool) for image, seed, labels, crf in zip(images, seeds, class_labels, per_image)]
-    if workers == 1:
+    jobs = [(image, seed, labels, config, pool) for image, seed, labels in zip(images, seeds, class_labels)]
+    if config.workers == 1:
         return _collect(map(_confident_labels_job, jobs), progress)
-    with ProcessPoolExecutor(max_workers=workers) as executor:
+    with ProcessPoolExecutor(max_workers=config.workers) as executor:
         return _collect(executor.map(_confident_labels_job, jobs), progress)  # yields in submission order
 
 

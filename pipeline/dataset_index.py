@@ -8,11 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.config import knob
 from pipeline.errors import InputError
 from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.voc import DatasetError, VOCDataset
 
 KIND = "dataset"
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The ``dataset`` section: which VOC-layout folder and splits to index."""
+
+    root: str = knob("a VOC-layout folder: data/synthetic (built-in) or e.g. /data/VOCdevkit/VOC2012")
+    splits: list[str] = knob("split files (ImageSets/Segmentation/<split>.txt) to index, disjoint")
+    use_aug: bool = knob("read masks from SegmentationClassAug/ (SBD) where present")
 
 
 MAX_REPORTED = 20  # bad files listed in one error before "... and N more"
@@ -36,9 +46,9 @@ class ImageRecord:
     has_mask: bool
 
 
-def index_entries(root: str, splits: Sequence[str], use_aug: bool) -> list[IndexEntry]:
-    """The images of ``splits`` in order; stops if a split file is broken or an id is in two splits."""
-    datasets = [VOCDataset(root, split, use_aug=use_aug) for split in splits]
+def index_entries(config: DatasetConfig) -> list[IndexEntry]:
+    """The images of the configured splits in order; stops if a split file is broken or an id is in two splits."""
+    datasets = [VOCDataset(config.root, split, use_aug=config.use_aug) for split in config.splits]
     seen: dict[str, str] = {}
     entries: list[IndexEntry] = []
     for split_index, dataset in enumerate(datasets):
@@ -76,12 +86,13 @@ def check_files(entries: Sequence[IndexEntry], progress: Callable[[Sequence[Inde
     return records
 
 
-def write_index(path: str | os.PathLike, root: str, splits: Sequence[str], use_aug: bool, progress=None) -> dict:
-    """Index the given splits of a VOC-layout folder into a store; returns a summary.
+def write_index(path: str | os.PathLike, config: DatasetConfig, progress=None) -> dict:
+    """Index the configured splits of a VOC-layout folder into a store; returns a summary.
 
     Every file is decoded and checked (:func:`check_files`) before the store is committed.
     """
-    entries = index_entries(root, splits, use_aug)
+    root, splits, use_aug = config.root, config.splits, config.use_aug
+    entries = index_entries(config)
     records = check_files(entries, progress)
     names = entries[0].dataset.class_names
     ids = [e.image_id for e in entries]

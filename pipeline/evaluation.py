@@ -5,7 +5,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.config import knob
 from pipeline.metrics import confusion_matrix, iou_per_class
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The ``evaluate`` section: where pseudo-labels are judged, and the seeds' background score."""
+
+    split: str = knob("split judged (pseudo-labels are judged on the images they are made for)")
+    seed_background: float = knob("constant background score for the seeds' argmax (a sweep is reported beside it)", 0.0, 1.0)
 
 
 def seed_labels(full: np.ndarray, class_labels: np.ndarray, background: float) -> np.ndarray:

@@ -35,13 +35,42 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Optional, Union
 
 import numpy as np
 import torch
 
+from pipeline.config import knob
+from pipeline.explain import method_names
 from pipeline.maps import min_max, upsample_min_max
 from pipeline.metrics import IGNORE_INDEX, average_precision, confusion_matrix, iou_per_class, trapezoid_auc
+
+
+@dataclass(frozen=True)
+class ImageNetEvalConfig:
+    """``explain_eval.imagenet``: a timm ImageNet model on ILSVRC2012 val and gtsegs_ijcv.mat, as the paper."""
+
+    model: str = knob("timm ViT name, e.g. vit_base_patch16_224")
+    pretrained: Union[bool, str] = knob("true (timm hub, needs internet) or a local checkpoint path")
+    image_size: int = knob("input side, px", 16, 2048)
+    val_root: Optional[str] = knob("ILSVRC2012 val: class folders, or flat files with labels_file (null: skip)")
+    labels_file: Optional[str] = knob('"<file name> <class index>" per line, for a flat val_root')
+    segmentation_file: Optional[str] = knob("gtsegs_ijcv.mat for the segmentation test (null: skip)")
+
+
+@dataclass(frozen=True)
+class ExplainEvalConfig:
+    """The ``explain_eval`` section: which methods, on which images, in batches of what size."""
+
+    source: Literal["dataset", "imagenet"] = knob("dataset: the classifier on dataset.root (multi-label rule); imagenet: see imagenet")
+    methods: list[str] = knob("registered explanation methods to evaluate", choices=method_names)
+    split: str = knob("split of dataset.root evaluated (source: dataset)")
+    max_images: int = knob("at most this many images (0: all)", 0)
+    batch_size: int = knob("images explained per batch", 1)
+    max_forward_batch: int = knob("perturbed images per forward pass", 1)
+    start_layer: int = knob("first block of the chain, for the methods that chain blocks", 0)
+    imagenet: ImageNetEvalConfig = knob("the ImageNet source's model and files")
 
 Rule = Literal["single_label", "multi_label"]
 Mode = Literal["predicted", "target"]

@@ -5,11 +5,21 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
+from pipeline.config import knob
 from pipeline.voc import palette
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """The ``report`` section: the example gallery."""
+
+    gallery_split: str = knob("split the gallery's example images come from")
+    gallery_images: int = knob("rows of the gallery", 0, 100)
 
 # Anchor colours of a perceptually ordered map (dark blue -> teal -> yellow), interpolated.
 _ANCHORS = np.array([[48, 18, 59], [40, 100, 200], [30, 170, 160], [120, 210, 80], [250, 230, 40], [180, 20, 20]], dtype=np.float64)

@@ -18,8 +18,11 @@ import torch.nn as nn
 from timm.layers import HybridEmbed
 from timm.models.vision_transformer import VisionTransformer
 
+from pipeline.config import from_mapping, knob
 from pipeline.errors import InputError
+from pipeline.files import atomic_path
 from pipeline.preprocess import MEAN, STD
+from pipeline.training import eval_mode
 
 DEMO_HYBRID = "demo_hybrid"
 
@@ -32,16 +35,16 @@ class ModelError(InputError):
 class DemoHybridConfig:
     """Shape of the demo hybrid: conv stem (stride 2 per entry of `stem_channels`), then a ViT."""
 
-    stem_channels: tuple[int, ...] = (32, 64, 128)
-    embed_dim: int = 192
-    depth: int = 4
-    num_heads: int = 3
-    mlp_ratio: float = 2.0
-    patch_size: int = 2
+    stem_channels: tuple[int, ...] = knob("conv stem widths; each entry is one stride-2 stage", 1, 1024)
+    embed_dim: int = knob("token width", 8, 4096)
+    depth: int = knob("transformer blocks", 1, 64)
+    num_heads: int = knob("attention heads per block (must divide embed_dim)", 1, 64)
+    mlp_ratio: float = knob("MLP hidden width / embed_dim", 0.5, 8.0)
+    patch_size: int = knob("patch side on the stem's output map", 1, 8)
 
-    def __post_init__(self) -> None:
-        # Params and checkpoint metadata hand over lists; a tuple keeps the config hashable.
-        object.__setattr__(self, "stem_channels", tuple(self.stem_channels))
+    def check(self) -> None:
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"num_heads={self.num_heads} must divide embed_dim={self.embed_dim}")
 
 
 def conv_stem(channels: tuple[int, ...], in_chans: int = 3) -> nn.Sequential:
@@ -108,7 +111,9 @@ def build_classifier(
     if name == DEMO_HYBRID:
         if pretrained is True:
             raise ModelError("train_cls.pretrained: the demo hybrid has no hub weights; use false or a local checkpoint path")
-        model = demo_hybrid(num_classes, image_size, demo_config or DemoHybridConfig(), dynamic_img_size)
+        if demo_config is None:
+            raise ModelError("train_cls.demo_hybrid: the demo hybrid needs its shape (stem_channels, embed_dim, ...)")
+        model = demo_hybrid(num_classes, image_size, demo_config, dynamic_img_size)
     else:
         if not _is_vit(name):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
@@ -195,21 +200,15 @@ def feature_backbone(model: VisionTransformer, image_size: int) -> tuple[nn.Modu
     A hybrid gives its CNN stem (finer than the tokens); a plain ViT its patch-token map.
     """
     backbone: nn.Module = StemFeatures(model.patch_embed.backbone) if is_hybrid(model) else TokenFeatures(model)
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
+    with eval_mode(backbone), torch.no_grad():
         probe = backbone(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
-    backbone.train(was_training)
     return backbone, probe.shape[1], image_size // probe.shape[-1]
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any]) -> None:
     """Weights plus the metadata needed to rebuild the network (`load_classifier`, `load_affinitynet`), written atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save({"meta": meta, "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
 
 
 def classifier_meta(name: str, num_classes: int, image_size: int, class_names: list[str], demo_config: DemoHybridConfig | None) -> dict[str, Any]:
@@ -234,7 +233,7 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu",
         raise ModelError(f"{path} is not a vit-wsss classifier checkpoint; rerun train_cls")
     meta = checkpoint["meta"]
     demo = meta.get("demo_hybrid")
-    demo_config = DemoHybridConfig(**demo) if demo else None
+    demo_config = from_mapping(DemoHybridConfig, demo, "demo_hybrid") if demo else None
     model = build_classifier(meta["model"], meta["num_classes"], meta["image_size"], pretrained=False, demo_config=demo_config, dynamic_img_size=dynamic_img_size)
     model.load_state_dict(checkpoint["state_dict"])
     return model.to(device).eval(), meta

@@ -8,13 +8,25 @@ a 56x56 grid with radius 5 holds ~0.2 M entries instead of the ~10 M of a dense 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from pipeline.config import knob
 from pipeline.maps import upsample
 from pipeline.seeds import seed_scores
+
+
+@dataclass(frozen=True)
+class RandomWalkConfig:
+    """The ``random_walk`` section: how far and how sharply the seeds spread."""
+
+    beta: float = knob("affinities are raised to beta before normalising (sharper walk)", 1.0, 256.0)
+    steps: int = knob("t: the walk applies T ** t", 0)
+    alpha: float = knob("background score (1 - max seed) ** alpha of the walked seeds", 0.0, 1000.0)
+    radius: int = knob("pairs within this radius (must match aff_pairs.radius, which trained the affinities)", 2, 16)
 
 
 def transition_matrix(affinity: np.ndarray, offsets: Sequence[tuple[int, int]], beta: float) -> sp.csr_matrix:
@@ -73,9 +85,7 @@ def refine(
     class_labels: Sequence[int],
     affinity: np.ndarray,
     offsets: Sequence[tuple[int, int]],
-    beta: float,
-    steps: int,
-    alpha: float,
+    config: RandomWalkConfig,
     out_size: tuple[int, int],
 ) -> np.ndarray:
     """Seeds -> random walk -> pseudo-mask: uint8 (H, W) with 0 = background, else the class label.
@@ -96,7 +106,7 @@ def refine(
     grid = tuple(np.asarray(affinity).shape[1:])
     if cams.shape[1:] != grid:
         cams = upsample(torch.from_numpy(cams), grid).numpy()
-    walked = random_walk(seed_scores(cams, alpha), transition_matrix(affinity, offsets, beta), steps)
+    walked = random_walk(seed_scores(cams, config.alpha), transition_matrix(affinity, offsets, config.beta), config.steps)
     full = upsample(torch.from_numpy(walked), out_size).numpy()
     lookup = np.concatenate([[0], labels]).astype(np.uint8)
     return lookup[full.argmax(axis=0)]

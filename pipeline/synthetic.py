@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from pipeline.config import knob
 from pipeline.progress import progress
 from pipeline.voc import IGNORE, DatasetError, save_label_png
 
@@ -46,63 +47,31 @@ _MAX_ATTEMPTS = 50  # object-layer redraws before giving up (a fully hidden laye
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
-    """Image size, class count and the difficulty knobs (defaults tuned for 96-128 px).
+    """The ``synthetic`` section: set size, image size, class count and the difficulty knobs."""
 
-    Attributes:
-        image_size: side of the square images, px.
-        num_classes: K, 1..10; class k is shape family ``SHAPES[k - 1]``.
-        objects: (min, max) objects drawn per image (some may end up occluded).
-        scale: (min, max) object radius as a fraction of the image side.
-        aspect_jitter: objects are stretched by exp(U(-a, a)) along a random axis.
-        shape_jitter: amplitude of smooth outline wobble, fraction of the radius.
-        hue_jitter: std of an object's hue around its class hue (fraction of the colour wheel).
-        texture_contrast: 0 = flat colours, 1 = full-strength stripes/dots/checkers.
-        clutter: scales the distractors: on average 3 * clutter blobs and 5 * clutter strokes.
-        mimicry: probability that a distractor copies a random class's hue and texture.
-        noise: std of per-pixel colour noise, in [0, 1] intensity units.
-        min_visible: an instance counts only if at least this fraction of it is visible.
-        ignore_border: px of 255 on each side of every instance outline (0 turns it off).
-        jpeg_quality: JPEG quality of the written images.
-    """
+    num_train: int = knob("images of the train split", 0)
+    num_val: int = knob("images of the val split", 0)
+    image_size: int = knob("side of the square images, px", 16, 2048)
+    num_classes: int = knob("K; class k is shape family SHAPES[k - 1]", 1, len(SHAPES))
+    objects: tuple[int, int] = knob("(min, max) objects drawn per image (some may end up occluded)", 1, 20, length=2)
+    scale: tuple[float, float] = knob("(min, max) object radius as a fraction of the image side", 0.01, 0.5, length=2)
+    aspect_jitter: float = knob("objects are stretched by exp(U(-a, a)) along a random axis", 0.0, 2.0)
+    shape_jitter: float = knob("amplitude of smooth outline wobble, fraction of the radius", 0.0, 1.0)
+    hue_jitter: float = knob("std of an object's hue around its class hue, fraction of the colour wheel", 0.0, 1.0)
+    texture_contrast: float = knob("0 flat colours, 1 full-strength stripes, dots and checkers", 0.0, 1.0)
+    clutter: float = knob("background distractors: on average 3 x clutter blobs and 5 x clutter strokes", 0.0, 10.0)
+    mimicry: float = knob("probability that a distractor copies a random class's hue and texture", 0.0, 1.0)
+    noise: float = knob("std of per-pixel colour noise, in [0, 1] intensity units", 0.0, 1.0)
+    min_visible: float = knob("an instance counts only if at least this fraction of it is visible", 0.0, 0.99)
+    ignore_border: int = knob("px of 255 on each side of every instance outline (0 turns it off)", 0, 16)
+    jpeg_quality: int = knob("JPEG quality of the written images", 1, 100)
+    seed: int = knob("image i is drawn from a generator seeded by (seed, i)", 0)
 
-    image_size: int = 96
-    num_classes: int = 6
-    objects: tuple[int, int] = (1, 3)
-    scale: tuple[float, float] = (0.14, 0.28)
-    aspect_jitter: float = 0.2
-    shape_jitter: float = 0.06
-    hue_jitter: float = 0.04
-    texture_contrast: float = 0.5
-    clutter: float = 1.0
-    mimicry: float = 0.5
-    noise: float = 0.03
-    min_visible: float = 0.3
-    ignore_border: int = 1
-    jpeg_quality: int = 95
-
-    def __post_init__(self) -> None:
-        for pair in ("objects", "scale"):  # accept the lists a YAML file gives
-            value = tuple(getattr(self, pair))
-            if len(value) != 2:
-                raise ValueError(f"SyntheticConfig: {pair} must be a (min, max) pair, got {value}")
-            object.__setattr__(self, pair, value)
-        checks = [
-            (self.image_size >= 16, "image_size must be >= 16"),
-            (1 <= self.num_classes <= len(SHAPES), f"num_classes must be in 1..{len(SHAPES)} (one shape family each)"),
-            (1 <= self.objects[0] <= self.objects[1], "objects must be (min, max) with 1 <= min <= max"),
-            (0 < self.scale[0] <= self.scale[1] <= 0.5, "scale must be (min, max) with 0 < min <= max <= 0.5"),
-            (self.aspect_jitter >= 0 and self.shape_jitter >= 0 and self.hue_jitter >= 0, "jitters must be >= 0"),
-            (0 <= self.texture_contrast <= 1, "texture_contrast must be in [0, 1]"),
-            (self.clutter >= 0, "clutter must be >= 0"),
-            (0 <= self.mimicry <= 1, "mimicry must be in [0, 1]"),
-            (self.noise >= 0, "noise must be >= 0"),
-            (0 <= self.min_visible < 1, "min_visible must be in [0, 1)"),
-            (self.ignore_border >= 0, "ignore_border must be >= 0"),
-            (1 <= self.jpeg_quality <= 100, "jpeg_quality must be in 1..100"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"SyntheticConfig: {message}")
+    def check(self) -> None:
+        if self.num_train + self.num_val == 0:
+            raise ValueError("num_train + num_val must be at least 1")
+        if self.objects[0] > self.objects[1] or self.scale[0] > self.scale[1]:
+            raise ValueError("objects and scale are (min, max) pairs; put the smaller value first")
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -151,18 +120,14 @@ def image_id(index: int) -> str:
     return f"syn_{index:06d}"
 
 
-def generate(root: str | Path, num_train: int, num_val: int, image_size: int = 96, num_classes: int = 6,
-             seed: int = 0, **knobs: object) -> SyntheticSummary:
+def generate(root: str | Path, config: SyntheticConfig) -> SyntheticSummary:
     """Write a synthetic set in VOC layout under ``root`` (which must not exist or be empty).
 
     Images ``0 .. num_train - 1`` form the ``train`` split, the next ``num_val`` ``val``,
-    both ``trainval``. ``knobs`` are the difficulty keywords of :class:`SyntheticConfig`
-    (``clutter``, ``scale``, ``texture_contrast``, ``hue_jitter``, ...), documented there.
-    Writing is not atomic; a caller that needs that writes to a temporary root and renames.
+    both ``trainval``. Writing is not atomic; a caller that needs that writes to a temporary
+    root and renames.
     """
-    if num_train < 0 or num_val < 0 or num_train + num_val == 0:
-        raise ValueError(f"need num_train, num_val >= 0 and at least one image, got {num_train}, {num_val}")
-    config = SyntheticConfig(image_size=image_size, num_classes=num_classes, **knobs)  # type: ignore[arg-type]
+    num_train, num_val, num_classes = config.num_train, config.num_val, config.num_classes
     root = Path(root)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DatasetError(f"{root} exists and is not an empty folder; delete it or pick another root "
@@ -176,7 +141,7 @@ def generate(root: str | Path, num_train: int, num_val: int, image_size: int = 9
     objects = dropped = 0
     total = num_train + num_val
     for index in progress(range(total), total=total, desc="synthetic"):
-        sample = render(config, seed, index)
+        sample = render(config, index)
         name = image_id(index)
         Image.fromarray(sample.image).save(folders["JPEGImages"] / f"{name}.jpg", quality=config.jpeg_quality)
         save_label_png(folders["SegmentationClass"] / f"{name}.png", sample.mask)
@@ -192,9 +157,9 @@ def generate(root: str | Path, num_train: int, num_val: int, image_size: int = 9
                             tuple(int(n) for n in per_class), objects, dropped)
 
 
-def render(config: SyntheticConfig, seed: int, index: int) -> Sample:
-    """Draw image ``index`` of the set made with ``seed``; independent of every other image."""
-    rng = np.random.default_rng([seed, index])
+def render(config: SyntheticConfig, index: int) -> Sample:
+    """Draw image ``index`` of the set ``config`` makes; independent of every other image."""
+    rng = np.random.default_rng([config.seed, index])
     side = config.image_size
     grid = _Grid(side)
     canvas = _background(rng, grid, config)

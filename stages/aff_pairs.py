@@ -3,26 +3,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.affinity import half_disc_offsets, pair_codes, pair_counts
+from pipeline.affinity.pairs import AffPairsConfig, half_disc_offsets, pair_codes, pair_counts
 from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.labels import resize_labels
 from pipeline.models import feature_backbone, load_classifier
 from pipeline.progress import progress
-from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo, write_json
-from stages.paths import AFF_PAIRS, CLASSIFIER, CRF_LABELS, DATASET
+from stages.paths import AFF_PAIRS, AFF_PAIRS_METRICS, CLASSIFIER, CRF_LABELS, DATASET
 
 OUTPUT = AFF_PAIRS
-METRICS = Path("metrics/aff_pairs.json")
+METRICS = AFF_PAIRS_METRICS
 KIND = "aff_pairs"
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Reduce confident labels to the AffinityNet feature grid and code each radius pair -> data/aff_pairs.zarr."""
     params = StageParams(params_file)
-    cfg = params.section("aff_pairs", P.AffPairsParams)
+    cfg = params.section("aff_pairs", AffPairsConfig)
     index = DatasetIndex(DATASET)
     crf = Artifact(CRF_LABELS, "crf_labels")
     # The feature grid is the classifier backbone's: stride from the network itself.

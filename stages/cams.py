@@ -12,8 +12,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.models import load_classifier, token_stride
 from pipeline.progress import progress_bar
-from pipeline.cams import multiscale_relevance, normalise_by_max, require_method
-from stages import params as P
+from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, require_method
 from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import CAMS, CLASSIFIER, DATASET
 
@@ -24,7 +23,7 @@ KIND = "cams"
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Explain the classifier for each ground-truth class of each image; writes data/cams.zarr (float16)."""
     params = StageParams(params_file)
-    cfg = params.section("cams", P.CamsParams)
+    cfg = params.section("cams", CamsConfig)
     device = params.device()
     index = DatasetIndex(DATASET)
     # Other input sizes than the training one need the position embedding resized on the fly.

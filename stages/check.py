@@ -7,21 +7,47 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.dataset_index import check_files, index_entries
+from pipeline.affinity.pairs import AffPairsConfig
+from pipeline.affinity.train import AffinityTrainConfig
+from pipeline.cams import CamsConfig
+from pipeline.classifier import ClassifierConfig
+from pipeline.crf import CRFConfig
+from pipeline.dataset_index import DatasetConfig, check_files, index_entries
 from pipeline.errors import InputError
+from pipeline.evaluation import EvaluateConfig
+from pipeline.explain_eval import ExplainEvalConfig
+from pipeline.figures import ReportConfig
 from pipeline.progress import progress
+from pipeline.random_walk import RandomWalkConfig
+from pipeline.synthetic import SyntheticConfig
 from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import SYNTHETIC
+
+# Each params.yaml section and the config class its stage validates it against.
+SECTIONS: dict[str, type] = {
+    "synthetic": SyntheticConfig,
+    "dataset": DatasetConfig,
+    "train_cls": ClassifierConfig,
+    "cams": CamsConfig,
+    "crf": CRFConfig,
+    "aff_pairs": AffPairsConfig,
+    "train_aff": AffinityTrainConfig,
+    "random_walk": RandomWalkConfig,
+    "evaluate": EvaluateConfig,
+    "explain_eval": ExplainEvalConfig,
+    "report": ReportConfig,
+}
+TOP_LEVEL_VALUES = ("device",)
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Check every params.yaml section (types, ranges, unknown keys) and decode every image and mask of dataset.root."""
     params = StageParams(params_file)
     problems = []
-    for name in sorted(set(params.raw) - set(P.SECTIONS) - set(P.TOP_LEVEL_VALUES)):
-        problems.append(f"{params.source}: unknown section '{name}' (sections: {', '.join([*P.TOP_LEVEL_VALUES, *P.SECTIONS])}); check the spelling")
-    for name, cls in P.SECTIONS.items():
+    for name in sorted(set(params.raw) - set(SECTIONS) - set(TOP_LEVEL_VALUES)):
+        problems.append(f"{params.source}: unknown section '{name}' (sections: {', '.join([*TOP_LEVEL_VALUES, *SECTIONS])}); check the spelling")
+    for name, cls in SECTIONS.items():
         try:
             params.section(name, cls)
         except InputError as error:
@@ -32,12 +58,12 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         problems.append(str(error))
     if problems:
         raise P.ParamsError(f"{len(problems)} problem(s) in {params.source}:\n  " + "\n  ".join(problems))
-    echo(f"check: {params.source}: all {len(P.SECTIONS) + len(P.TOP_LEVEL_VALUES)} sections valid")
-    dataset = params.section("dataset", P.DatasetParams)
+    echo(f"check: {params.source}: all {len(SECTIONS) + len(TOP_LEVEL_VALUES)} sections valid")
+    dataset = params.section("dataset", DatasetConfig)
     if Path(dataset.root) == SYNTHETIC and not SYNTHETIC.exists():
         echo(f"check: {SYNTHETIC} is made by the synthetic stage; the dataset stage decodes and checks its files")
         return
-    entries = index_entries(dataset.root, dataset.splits, dataset.use_aug)
+    entries = index_entries(dataset)
     records = check_files(entries, lambda items: progress(items, total=len(items), desc="check"))
     masks = sum(record.has_mask for record in records)
     echo(f"check: {dataset.root}: {len(records)} images decoded, {masks} masks match their images, no problems")

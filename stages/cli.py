@@ -56,6 +56,18 @@ for _name, _module, _description in STAGES:
 app.command("check", help="Validate every section of params.yaml and decode every image and mask of the dataset.")(
     _friendly_errors(_tool_command("stages.check")))
 app.command("code-deps", help="Write each stage's code deps (its import closure) into dvc.yaml.")(_tool_command("stages.code_deps"))
+
+
+@app.command("methods")
+def methods() -> None:
+    """List the registered explanation methods (the values of cams.method and explain_eval.methods)."""
+    from pipeline.explain import METHODS  # torch and timm only for this command
+
+    for method in METHODS.values():
+        where = "pixels, plain ViTs only" if method.pixels else "tokens"
+        typer.echo(f"{method.name:<26} {method.summary} ({where})")
+
+
 # Not a DVC stage: a look at the seeds of one image.
 app.command("show", help="Write an image and its per-class seed overlays to a PNG.")(_friendly_errors(_tool_command("stages.show")))
 

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
+from pipeline.files import write_text
+
 from stages import params as P
 
 if TYPE_CHECKING:
@@ -36,14 +38,6 @@ class StageParams:
         from pipeline.device import resolve_device  # torch only for the stages that use a device
 
         return resolve_device(P.value(self.raw, "device", str, self.source))
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -8,16 +8,14 @@ import numpy as np
 from pipeline.artifacts import Artifact, require_same_ids
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
-from pipeline.evaluation import SegmentationScore, seed_labels
+from pipeline.evaluation import EvaluateConfig, SegmentationScore, seed_labels
 from pipeline.progress import progress
 from pipeline.seeds import cam_positions, present_class_maps, upsample_seeds
-from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED
+from stages.paths import CAMS, CONFUSION, CRF_LABELS, DATASET, PER_CLASS_IOU, REFINED, SEGMENTATION_METRICS
 
-METRICS = Path("metrics/segmentation.json")
-PER_CLASS = Path("plots/per_class_iou.csv")
-CONFUSION = Path("metrics/confusion.json")
+METRICS = SEGMENTATION_METRICS
+PER_CLASS = PER_CLASS_IOU
 
 
 def _rounded(values: np.ndarray) -> list:
@@ -27,7 +25,7 @@ def _rounded(values: np.ndarray) -> list:
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Confusion matrices over evaluate.split (255 ignored) -> metrics/segmentation.json, per-class IoU table."""
     params = StageParams(params_file)
-    cfg = params.section("evaluate", P.EvaluateParams)
+    cfg = params.section("evaluate", EvaluateConfig)
     index = DatasetIndex(DATASET)
     cams, crf, refined = Artifact(CAMS, "cams"), Artifact(CRF_LABELS, "crf_labels"), Artifact(REFINED, "refined")
     positions = cam_positions(index, cams)

@@ -14,17 +14,16 @@ from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.explain import explain
-from pipeline.explain_eval import evaluate_method
+from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
 from pipeline.labels import resize_labels
 from pipeline.models import build_classifier, load_classifier
 from pipeline.progress import progress_bar
 from pipeline.cams import require_method
-from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import CLASSIFIER, DATASET
+from stages.paths import CLASSIFIER, DATASET, EXPLAINABILITY_METRICS, PERTURBATION_CURVES
 
-METRICS = Path("metrics/explainability.json")
-CURVES = Path("plots/perturbation")
+METRICS = EXPLAINABILITY_METRICS
+CURVES = PERTURBATION_CURVES
 
 
 def dataset_batches(index: DatasetIndex, positions: np.ndarray, size: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -55,7 +54,7 @@ def _limit(n: int, max_images: int) -> int:
     return n if max_images == 0 else min(n, max_images)
 
 
-def run_on_dataset(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str, dict[str, Any]]:
+def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, dict[str, Any]]:
     index = DatasetIndex(DATASET)
     model, meta = load_classifier(CLASSIFIER, device)
     positions = [p for p in index.indices([cfg.split]) if index.has_mask[p]]
@@ -76,7 +75,7 @@ def run_on_dataset(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str, 
     return results
 
 
-def run_on_imagenet(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str, dict[str, Any]]:
+def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, dict[str, Any]]:
     settings = cfg.imagenet
     if not settings.val_root and not settings.segmentation_file:
         raise InputError("explain_eval.source=imagenet needs explain_eval.imagenet.val_root and/or segmentation_file")
@@ -106,7 +105,7 @@ def run_on_imagenet(cfg: P.ExplainEvalParams, device: torch.device) -> dict[str,
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Positive/negative perturbation AUCs (predicted and target class) and the segmentation test, per method."""
     params = StageParams(params_file)
-    cfg = params.section("explain_eval", P.ExplainEvalParams)
+    cfg = params.section("explain_eval", ExplainEvalConfig)
     device = params.device()
     results = run_on_dataset(cfg, device) if cfg.source == "dataset" else run_on_imagenet(cfg, device)
     metrics: dict[str, Any] = {"source": cfg.source}

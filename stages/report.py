@@ -11,11 +11,11 @@ import numpy as np
 
 from pipeline.artifacts import Artifact
 from pipeline.dataset_index import DatasetIndex
-from pipeline.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
+from pipeline.figures import ReportConfig, colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
 from pipeline.seeds import cam_positions, full_resolution_seeds
-from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo, write_text
-from stages.paths import CAMS, CRF_LABELS, DATASET, REFINED, REPORT
+from stages.paths import (AFFINITY_CURVE, CAMS, CLASSIFIER_CURVE, CLASSIFIER_METRICS, CRF_LABELS, DATASET, EXPLAINABILITY_METRICS,
+                          PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEGMENTATION_METRICS)
 
 OUTPUT = REPORT
 
@@ -51,8 +51,8 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def segmentation_section() -> str:
-    metrics = _read_json(Path("metrics/segmentation.json"))
-    per_class = _read_csv(Path("plots/per_class_iou.csv"))
+    metrics = _read_json(SEGMENTATION_METRICS)
+    per_class = _read_csv(PER_CLASS_IOU)
     if not metrics:
         return "<p>No segmentation metrics yet.</p>"
     summary = table(["", "mIoU (%)"], [["seeds", metrics["seed_miou"]], ["CRF confident labels (on labelled pixels)", metrics["crf_confident_miou"]],
@@ -64,7 +64,7 @@ def segmentation_section() -> str:
 
 
 def explanation_section() -> str:
-    metrics = _read_json(Path("metrics/explainability.json"))
+    metrics = _read_json(EXPLAINABILITY_METRICS)
     methods = [m for m in metrics if m != "source"]
     if not methods:
         return "<p>No explanation metrics yet.</p>"
@@ -75,7 +75,7 @@ def explanation_section() -> str:
                          [[m, metrics[m].get("seg_pixel_accuracy"), metrics[m].get("seg_map"), metrics[m].get("seg_miou")] for m in methods])
     charts = []
     for m in methods:
-        rows = _read_csv(Path("plots/perturbation") / f"{m}.csv")
+        rows = _read_csv(PERTURBATION_CURVES / f"{m}.csv")
         if rows:
             x = [float(r["fraction"]) for r in rows]
             series = {k: [float(r[k]) if r[k] else None for r in rows] for k in rows[0] if k != "fraction"}
@@ -86,8 +86,8 @@ def explanation_section() -> str:
 
 def curves_section() -> str:
     charts = []
-    for path, title, keys in ((Path("plots/classifier_training.csv"), "classifier", ["loss", "val_map"]),
-                              (Path("plots/affinity_training.csv"), "AffinityNet", ["loss"])):
+    for path, title, keys in ((CLASSIFIER_CURVE, "classifier", ["loss", "val_map"]),
+                              (AFFINITY_CURVE, "AffinityNet", ["loss"])):
         rows = _read_csv(path)
         if rows:
             x = [float(r["epoch"]) for r in rows]
@@ -120,8 +120,8 @@ def gallery_section(count: int, split: str) -> str:
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Write report/index.html: segmentation and explanation tables, training curves, example gallery."""
     params = StageParams(params_file)
-    cfg = params.section("report", P.ReportParams)
-    classifier = _read_json(Path("metrics/classifier.json"))
+    cfg = params.section("report", ReportConfig)
+    classifier = _read_json(CLASSIFIER_METRICS)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vit-wsss report</title>", f"<style>{STYLE}</style></head><body>",
         "<h1>vit-wsss report</h1>",

@@ -5,25 +5,25 @@ from pathlib import Path
 
 import torch
 
-from pipeline.affinity import build_affinitynet, train_affinitynet
+from pipeline.affinity.net import build_affinitynet
+from pipeline.affinity.train import AffinityTrainConfig, train_affinitynet
 from pipeline.artifacts import Artifact
 from pipeline.preprocess import resize_square
 from pipeline.dataset_index import DatasetIndex
 from pipeline.models import save_checkpoint
 from pipeline.progress import progress, progress_bar
-from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
-from stages.paths import AFF_PAIRS, AFFINITYNET, CLASSIFIER, DATASET
+from stages.paths import AFF_PAIRS, AFFINITY_CURVE, AFFINITYNET, CLASSIFIER, DATASET
 
 PAIRS = AFF_PAIRS
 OUTPUT = AFFINITYNET
-CURVE = Path("plots/affinity_training.csv")
+CURVE = AFFINITY_CURVE
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Train AffinityNet (L_bg+ + L_fg+ + 2 L-) -> data/models/affinitynet.pt and its loss curve."""
     params = StageParams(params_file)
-    cfg = params.section("train_aff", P.TrainAffParams)
+    cfg = params.section("train_aff", AffinityTrainConfig)
     device = params.device()
     torch.manual_seed(cfg.seed)  # the new 1x1 convolutions' initialisation
     index = DatasetIndex(DATASET)
@@ -35,11 +35,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     images = [resize_square(index.image(where[i]), image_size) for i in progress(pairs.ids, total=len(pairs), desc="load images")]
     labels = pairs.read_all("labels")
     bar = progress_bar(cfg.epochs * len(images), desc="train_aff")
-    history = train_affinitynet(
-        net, images, labels, offsets, epochs=cfg.epochs, lr=cfg.lr, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay,
-        poly_power=cfg.poly_power, new_layer_lr_mult=cfg.new_layer_lr_mult, hflip=cfg.hflip, color_jitter=cfg.color_jitter,
-        frozen_norm=cfg.freeze_backbone_norm, seed=cfg.seed, device=device, progress=bar.update,
-    )
+    history = train_affinitynet(net, images, labels, offsets, cfg, device, progress=bar.update)
     bar.close()
     save_checkpoint(OUTPUT, net, {"image_size": image_size, "hidden_channels": cfg.hidden_channels, "out_channels": cfg.out_channels})
     write_csv(CURVE, [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history])

@@ -6,21 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.affinity import (
-    BG_POSITIVE,
-    FG_POSITIVE,
-    IGNORE,
-    NEGATIVE,
-    AffinityNet,
-    affinity_loss,
-    augment,
-    half_disc_offsets,
-    pair_codes,
-    pair_counts,
-    pairwise_affinity,
-    predict_affinity,
-    train_affinitynet,
-)
+from pipeline.affinity.net import AffinityNet, pairwise_affinity, predict_affinity
+from pipeline.affinity.pairs import BG_POSITIVE, FG_POSITIVE, IGNORE, NEGATIVE, half_disc_offsets, pair_codes, pair_counts
+from pipeline.affinity.train import AffinityTrainConfig, affinity_loss, train_affinitynet
+from pipeline.augment import augment
+from tests.configs import project_config
 
 
 @pytest.mark.parametrize("radius", [1, 2, 3, 5, 7])
@@ -171,16 +161,16 @@ def _toy_set(n=4, size=16):
 def test_training_loss_falls_and_is_deterministic():
     images, labels = _toy_set()
     offsets = half_disc_offsets(3)
-    kwargs = dict(epochs=6, lr=0.005, batch_size=2, seed=7)
+    config = project_config("train_aff", AffinityTrainConfig, epochs=6, lr=0.005, batch_size=2, seed=7, freeze_backbone_norm=False)
     net = _tiny_net()
     twin = copy.deepcopy(net)
     seen = []
-    history = train_affinitynet(net, images, labels, offsets, progress=seen.append, **kwargs)
+    history = train_affinitynet(net, images, labels, offsets, config, progress=seen.append)
     assert len(history) == 6 and sum(seen) == 6 * 4
     assert set(history[0]) >= {"epoch", "loss", "bg_positive", "fg_positive", "negative", "lr"}
     assert history[-1]["loss"] < 0.5 * history[0]["loss"]
-    assert history[-1]["lr"] < kwargs["lr"]
-    again = train_affinitynet(twin, images, labels, offsets, progress=None, **kwargs)
+    assert history[-1]["lr"] < config.lr
+    again = train_affinitynet(twin, images, labels, offsets, config, progress=None)
     assert again == history
     for a, b in zip(net.parameters(), twin.parameters()):
         assert torch.equal(a, b)
@@ -190,7 +180,7 @@ def test_training_rejects_label_grid_mismatch():
     images, labels = _toy_set()
     with pytest.raises(ValueError, match="grid"):
         train_affinitynet(_tiny_net(), images, [l[:4] for l in labels], half_disc_offsets(2),
-                          epochs=1, lr=0.01, batch_size=2)
+                          project_config("train_aff", AffinityTrainConfig, epochs=1, lr=0.01, batch_size=2))
 
 
 def test_augment_flips_image_and_labels_together():
@@ -198,7 +188,7 @@ def test_augment_flips_image_and_labels_together():
     labels[:, :, 0] = 1  # left column is foreground
     images = torch.zeros(6, 3, 6, 8, dtype=torch.uint8)
     images[:, :, :, :2] = 255  # matching left image columns are bright
-    out, out_labels = augment(images, labels, torch.Generator().manual_seed(0), hflip=True, color_jitter_strength=0.0)
+    out, out_labels = augment(images, True, 0.0, torch.Generator().manual_seed(0), labels)
     flipped = out_labels[:, 0, -1] == 1
     assert 0 < flipped.sum() < 6  # some flipped, some not, with this seed
     for b in range(6):

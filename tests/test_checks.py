@@ -8,17 +8,22 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.dataset_index import check_files, index_entries, write_index
-from pipeline.synthetic import generate
+from pipeline.dataset_index import DatasetConfig, check_files, index_entries, write_index
+from pipeline.synthetic import SyntheticConfig, generate
 from pipeline.voc import DatasetError, save_label_png
+from tests.configs import project_config
 from tests.conftest import ROOT, run
 
 
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("synthetic") / "voc"
-    generate(root, num_train=6, num_val=2, image_size=32, num_classes=3, seed=0)
+    generate(root, project_config("synthetic", SyntheticConfig, num_train=6, num_val=2, image_size=32, num_classes=3, seed=0))
     return root
+
+
+def _dataset(root: Path, splits: tuple[str, ...] = ("train", "val")) -> DatasetConfig:
+    return DatasetConfig(root=str(root), splits=list(splits), use_aug=False)
 
 
 def _damage(root: Path) -> dict[str, Path]:
@@ -42,7 +47,7 @@ def damaged(generated, tmp_path) -> tuple[Path, dict[str, Path]]:
 def test_every_bad_file_is_reported_at_once(damaged):
     root, bad = damaged
     with pytest.raises(DatasetError) as caught:
-        check_files(index_entries(str(root), ["train", "val"], False))
+        check_files(index_entries(_dataset(root)))
     message = str(caught.value)
     assert message.startswith("3 of 8 images have bad files")
     assert str(bad["truncated"]) in message and "truncated" in message
@@ -53,18 +58,18 @@ def test_every_bad_file_is_reported_at_once(damaged):
 def test_the_report_is_capped(damaged):
     root, _ = damaged
     with pytest.raises(DatasetError, match=r"(?s)3 of 8 images.*\.\.\. and 2 more"):
-        check_files(index_entries(str(root), ["train", "val"], False), max_reported=1)
+        check_files(index_entries(_dataset(root)), max_reported=1)
 
 
 def test_index_is_not_written_when_a_file_is_bad(damaged, tmp_path):
     root, _ = damaged
     with pytest.raises(DatasetError):
-        write_index(tmp_path / "dataset.zarr", str(root), ["train", "val"], False)
+        write_index(tmp_path / "dataset.zarr", _dataset(root))
     assert not (tmp_path / "dataset.zarr").exists()
 
 
 def test_a_clean_dataset_passes(generated):
-    records = check_files(index_entries(str(generated), ["train", "val"], False))
+    records = check_files(index_entries(_dataset(generated)))
     assert len(records) == 8 and all(r.size == (32, 32) and r.has_mask for r in records)
     assert all(r.labels.sum() >= 1 for r in records)  # the generator labels at least one object per image
 
@@ -126,4 +131,4 @@ def test_greyscale_and_png_images_decode(generated, tmp_path):
     shutil.copytree(generated, root)
     image = root / "JPEGImages/syn_000000.jpg"
     Image.open(image).convert("L").save(image, format="JPEG")
-    assert len(check_files(index_entries(str(root), ["train"], False))) == 6
+    assert len(check_files(index_entries(_dataset(root, ["train"])))) == 6

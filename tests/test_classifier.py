@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.classifier import TrainConfig, train_classifier
+from pipeline.classifier import ClassifierConfig, train_classifier
 from pipeline.models import (
     DemoHybridConfig,
     ModelError,
@@ -14,6 +14,7 @@ from pipeline.models import (
     save_checkpoint,
     token_grid,
 )
+from tests.configs import project_config
 
 TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, patch_size=2)
 
@@ -36,8 +37,8 @@ def test_short_training_run_learns():
     model = build_classifier("demo_hybrid", 2, 32, demo_config=TINY)
     images, labels = _toy_set(64, 32, 0)
     val_images, val_labels = _toy_set(32, 32, 1)
-    config = TrainConfig(epochs=6, batch_size=16, lr=3e-3, weight_decay=0.0, optimizer="adamw", schedule="cosine",
-                         warmup_epochs=0, hflip=True, color_jitter=0.1, seed=0)
+    config = project_config("train_cls", ClassifierConfig, epochs=6, batch_size=16, lr=3e-3, weight_decay=0.0, optimizer="adamw",
+                            schedule="cosine", warmup_epochs=0, hflip=True, color_jitter=0.1, seed=0)
     history = train_classifier(model, images, labels, val_images, val_labels.numpy(), config, torch.device("cpu"))
     assert len(history) == 6
     assert history[-1]["loss"] < 0.8 * history[0]["loss"]

@@ -1,7 +1,10 @@
+import dataclasses
+
 import numpy as np
 import pytest
 
-from pipeline.crf import CRFParams, confident_labels, confident_labels_many, dense_crf, scaled_to
+from pipeline.crf import CRFConfig, confident_labels, confident_labels_many, dense_crf, scaled_to
+from tests.configs import project_config
 
 SIZE = 48
 
@@ -15,15 +18,17 @@ def _square_case(label_value=3, seed_value=1.0):
     return image, blob[None].astype(np.float32), [label_value]
 
 
-PARAMS = scaled_to(CRFParams(), SIZE)
+# The reference settings scaled to the test images by hand; confident_labels_many must not rescale them.
+REFERENCE = project_config("crf", CRFConfig, scale_with_image=False, workers=1)
+PARAMS = scaled_to(REFERENCE, SIZE)
 
 
 def test_scaled_to_scales_only_spatial_std_devs():
-    half = scaled_to(CRFParams(), 250)
+    half = scaled_to(REFERENCE, 250)
     assert half.gauss_sxy == 1.5 and half.bilateral_sxy == 40
     assert half.bilateral_srgb == 13 and half.alpha_low == 4 and half.iterations == 10
     with pytest.raises(ValueError):
-        scaled_to(CRFParams(), 0)
+        scaled_to(REFERENCE, 0)
 
 
 def test_dense_crf_returns_marginals():
@@ -96,8 +101,8 @@ def test_many_is_ordered_and_worker_count_independent():
     seeds.append(np.zeros((0, SIZE, SIZE), np.float32))
     labels.append([])
     ticks = []
-    serial = confident_labels_many(images, seeds, labels, PARAMS, workers=1, progress=ticks.append)
-    parallel = confident_labels_many(images, seeds, labels, PARAMS, workers=2)
+    serial = confident_labels_many(images, seeds, labels, PARAMS, progress=ticks.append)
+    parallel = confident_labels_many(images, seeds, labels, dataclasses.replace(PARAMS, workers=2))
     assert ticks == [1, 1, 1, 1]
     assert len(serial) == len(parallel) == 4
     for one, two, image, seed, label in zip(serial, parallel, images, seeds, labels):
@@ -115,5 +120,11 @@ def test_read_only_image_is_accepted():
     image.setflags(write=False)
     seeds = np.zeros((1, 16, 16), np.float32)
     seeds[0, 5:11, 5:11] = 1.0
-    labels = confident_labels(image, seeds, [1], scaled_to(CRFParams(), 16))
+    labels = confident_labels(image, seeds, [1], scaled_to(REFERENCE, 16))
     assert labels[8, 8] == 1
+
+
+def test_each_image_gets_settings_scaled_to_its_longer_side():
+    image, seeds, labels = _square_case()
+    scaled = confident_labels_many([image], [seeds], [labels], dataclasses.replace(REFERENCE, scale_with_image=True))
+    np.testing.assert_array_equal(scaled[0], confident_labels(image, seeds, labels, scaled_to(REFERENCE, SIZE)))

@@ -205,6 +205,14 @@ class Reference:
             joint = a @ joint
         return self.cls_row(joint)
 
+    def generic_attention(self, start_layer: int) -> torch.Tensor:
+        """Chefer 2021b as written there: R = I, then R <- R + Ā R block by block, upwards."""
+        attns = [(g * b.attn.detach()).clamp(min=0).mean(dim=1)[0] for g, b in zip(self.grads, self.blocks)]
+        r = torch.eye(attns[0].shape[-1], dtype=attns[0].dtype)
+        for a in attns[start_layer:]:
+            r = r + a @ r
+        return self.cls_row(r)
+
     def raw_attention(self) -> torch.Tensor:
         return self.cls_row(self.blocks[-1].attn.detach().mean(dim=1)[0])
 
@@ -238,7 +246,7 @@ def reference_maps(model: VisionTransformer, images: torch.Tensor, class_ids: to
     maps = []
     for image, c in zip(images, class_ids.tolist()):
         ref = Reference(model, image[None], c)
-        if method in ("transformer_attribution", "rollout"):
+        if method in ("transformer_attribution", "rollout", "generic_attention"):
             maps.append(getattr(ref, method)(start_layer))
         elif method == "lrp":
             maps.append(ref.lrp(image[None]))
@@ -288,7 +296,7 @@ def test_method_matches_reference(method: str, name: str, request: pytest.Fixtur
     model = request.getfixturevalue(name)
     images = images_for(model, 3)
     class_ids = torch.tensor([0, 2, 1])
-    start = 0 if method == "rollout" and name == "rich" else 1  # start_layer is honoured
+    start = 0 if method in ("rollout", "generic_attention") and name == "rich" else 1  # start_layer is honoured
     out = explain(model, images, class_ids, method=method, start_layer=start)
     expected = reference_maps(model, images, class_ids, method, start)
     h, w = model.patch_embed.img_size

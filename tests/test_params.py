@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.classifier import ClassifierConfig
 from stages import params as P
+from stages.check import SECTIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +16,7 @@ def _params():
 
 @pytest.mark.parametrize(
     "name, cls",
-    [(name, cls) for name, cls in P.SECTIONS.items()],
+    [(name, cls) for name, cls in SECTIONS.items()],
 )
 def test_project_params_validate(name, cls):
     P.section(_params(), name, cls)
@@ -24,14 +26,14 @@ def test_typo_is_named():
     params = _params()
     params["train_cls"]["learning_rate"] = params["train_cls"].pop("lr")
     with pytest.raises(P.ParamsError, match=r"unknown key 'train_cls.learning_rate'"):
-        P.section(params, "train_cls", P.TrainClsParams)
+        P.section(params, "train_cls", ClassifierConfig)
 
 
 def test_missing_key_is_named():
     params = _params()
     del params["train_cls"]["epochs"]
     with pytest.raises(P.ParamsError, match=r"'train_cls.epochs' is missing"):
-        P.section(params, "train_cls", P.TrainClsParams)
+        P.section(params, "train_cls", ClassifierConfig)
 
 
 @pytest.mark.parametrize(
@@ -49,14 +51,14 @@ def test_wrong_type_or_range_is_named(key, bad, message):
     params = _params()
     params["train_cls"][key] = bad
     with pytest.raises(P.ParamsError, match=rf"train_cls.{key}.*{message}|{message}.*train_cls.{key}"):
-        P.section(params, "train_cls", P.TrainClsParams)
+        P.section(params, "train_cls", ClassifierConfig)
 
 
 def test_nested_section_errors_carry_the_full_path():
     params = _params()
     params["train_cls"]["demo_hybrid"]["stem_channels"] = [32, "x"]
     with pytest.raises(P.ParamsError, match=r"train_cls.demo_hybrid.stem_channels\[1\]"):
-        P.section(params, "train_cls", P.TrainClsParams)
+        P.section(params, "train_cls", ClassifierConfig)
 
 
 def test_missing_file_names_the_fix(tmp_path):

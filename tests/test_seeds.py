@@ -4,12 +4,13 @@ import pytest
 import torch
 
 from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.dataset_index import DatasetIndex, write_index
+from pipeline.dataset_index import DatasetConfig, DatasetIndex, write_index
 from pipeline.errors import InputError
 from pipeline.models import DemoHybridConfig, build_classifier
 from pipeline.cams import multiscale_relevance, normalise_by_max, require_method
 from pipeline.seeds import cam_positions, present_class_maps
-from pipeline.synthetic import generate
+from pipeline.synthetic import SyntheticConfig, generate
+from tests.configs import project_config
 
 TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=2)
 
@@ -49,8 +50,8 @@ def test_lrp_on_a_hybrid_is_refused_naming_the_param():
 
 
 def _stores(tmp_path, cam_ids, class_names=None):
-    generate(tmp_path / "voc", num_train=4, num_val=2, image_size=32, num_classes=3, seed=0)
-    write_index(tmp_path / "dataset.zarr", str(tmp_path / "voc"), ["train", "val"], False)
+    generate(tmp_path / "voc", project_config("synthetic", SyntheticConfig, num_train=4, num_val=2, image_size=32, num_classes=3, seed=0))
+    write_index(tmp_path / "dataset.zarr", DatasetConfig(root=str(tmp_path / "voc"), splits=["train", "val"], use_aug=False))
     index = DatasetIndex(tmp_path / "dataset.zarr")
     where = {i: k for k, i in enumerate(index.ids)}
     attrs = {"class_names": class_names or index.class_names}

@@ -2,12 +2,13 @@
 
 >>> maps = explain(model, images, class_ids, method="transformer_attribution")
 
-``METHODS`` maps each method name to its implementation; ``rules`` holds the LRP rules.
+``METHODS`` is the registry of methods (``registry.register_method``); ``rules`` holds the LRP rules.
 """
 from __future__ import annotations
 
 from . import rules
-from .methods import METHODS, explain
+from .methods import explain
+from .registry import METHODS, method_names, register_method
 from .trace import check_model
 
-__all__ = ["METHODS", "check_model", "explain", "rules"]
+__all__ = ["METHODS", "check_model", "explain", "method_names", "register_method", "rules"]

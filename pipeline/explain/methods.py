@@ -1,17 +1,15 @@
 """The explanation methods of docs/methods.md ("Explanation methods") behind one entry point, ``explain``."""
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from timm.models.vision_transformer import VisionTransformer
 
 from .rules import CONSERVATIVE, SEPARATE, ConvZB, RuleSet, cls_pool
-from .trace import METHOD_NAMES, ModelTrace, check_model, inference_flags, trace_model
-
-MethodFn = Callable[[VisionTransformer, Tensor, Tensor, int], Tensor]
+from .registry import get_method, register_method
+from .trace import ModelTrace, check_model, trace_model
+from pipeline.training import eval_mode
 
 
 def _one_hot(trace: ModelTrace, class_ids: Tensor) -> Tensor:
@@ -22,7 +20,7 @@ def _attention_grads(trace: ModelTrace, class_ids: Tensor) -> list[Tensor]:
     """∂(one_hot · logits)/∂A for every traced block; one backward pass, no parameter gradients."""
     with torch.enable_grad():
         target = (trace.logits * _one_hot(trace, class_ids)).sum()  # per-image terms: batch-independent
-        return list(torch.autograd.grad(target, [t.attn for t in trace.blocks]))
+        return list(torch.autograd.grad(target, trace.attentions))
 
 
 def _relevance_at_last_block(trace: ModelTrace, class_ids: Tensor, rules: RuleSet) -> Tensor:
@@ -37,6 +35,17 @@ def _to_grid(trace: ModelTrace, cls_row: Tensor) -> Tensor:
     return cls_row[:, trace.num_prefix:].reshape(cls_row.shape[0], *trace.grid)
 
 
+def _chain_row(row: Tensor | None, cam: Tensor) -> Tensor:
+    """CLS row (B, 1, N) of (I + cam_top)···(I + cam) for the head-mean maps (B, nq, N) of the
+    blocks so far, top block first: only that row of the chain is ever needed, a row vector
+    times (I + cam) per block (the top block's maps cover the class-token query alone)."""
+    if row is None:
+        row = cam[:, :1].clone()
+        row[..., 0] += 1
+        return row
+    return row + row @ cam
+
+
 def _check_start(model: VisionTransformer, start_layer: int) -> None:
     depth = len(model.blocks)
     if not 0 <= start_layer < depth:
@@ -45,6 +54,7 @@ def _check_start(model: VisionTransformer, start_layer: int) -> None:
 
 # --------------------------------------------------------------------------- methods
 
+@register_method()
 def transformer_attribution(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
     """Chefer et al.: Ā_i = mean_h clamp(∇A_i ⊙ R_A_i, 0); CLS row of (Ā_L−1 + I)···(Ā_s + I)."""
     _check_start(model, start_layer)
@@ -55,22 +65,17 @@ def transformer_attribution(model: VisionTransformer, images: Tensor, class_ids:
     for i in reversed(range(len(trace.blocks))):
         block = trace.blocks[i]
         r_attn, relevance = block.propagate(relevance, CONSERVATIVE, to_input=i > 0)
-        cam = (grads[i] * r_attn).clamp(min=0).mean(dim=1)  # (B, nq, N)
-        # only the CLS row of the chain is needed: a row vector times (cam + I), top block first
-        if row is None:
-            row = cam[:, :1].clone()
-            row[..., 0] += 1
-        else:
-            row = row + row @ cam
+        row = _chain_row(row, (grads[i] * r_attn).clamp(min=0).mean(dim=1))
     return _to_grid(trace, row[:, 0])
 
 
+@register_method()
 def rollout(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
     """Abnar & Zuidema: head-mean attention, (A + I) row-normalised, chained from start_layer; CLS row."""
     _check_start(model, start_layer)
-    trace = trace_model(model, images, first_recorded=start_layer, keep=lambda t: t.attn)
+    trace = trace_model(model, images, first_recorded=start_layer, attention_only=True)
     row = None
-    for attn in reversed(trace.blocks):
+    for attn in reversed(trace.attentions):
         joint = attn.mean(dim=1)  # (B, nq, N)
         nq, n = joint.shape[-2:]
         joint = joint + torch.eye(nq, n, dtype=joint.dtype, device=joint.device)
@@ -79,12 +84,14 @@ def rollout(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_l
     return _to_grid(trace, row[:, 0])
 
 
+@register_method()
 def raw_attention(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
     """Last block's attention, head mean, CLS row."""
-    trace = trace_model(model, images, first_recorded=len(model.blocks) - 1, keep=lambda t: t.attn)
-    return _to_grid(trace, trace.blocks[-1][:, :, 0].mean(dim=1))
+    trace = trace_model(model, images, first_recorded=len(model.blocks) - 1, attention_only=True)
+    return _to_grid(trace, trace.attentions[-1][:, :, 0].mean(dim=1))
 
 
+@register_method()
 def gradcam(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
     """GradCAM on the last block's CLS-row attention: heads weighted by the mean gradient over the
     patch tokens, head mean, clamp ≥ 0."""
@@ -92,11 +99,12 @@ def gradcam(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_l
     trace = trace_model(model, images, first_recorded=last, grad_from=last)
     (grad,) = _attention_grads(trace, class_ids)
     npt = trace.num_prefix
-    attn, grad = trace.blocks[-1].attn[:, :, 0, npt:], grad[:, :, 0, npt:]
+    attn, grad = trace.attentions[-1][:, :, 0, npt:], grad[:, :, 0, npt:]
     cam = (attn * grad.mean(dim=-1, keepdim=True)).mean(dim=1).clamp(min=0)
     return cam.reshape(cam.shape[0], *trace.grid)
 
 
+@register_method()
 def partial_lrp(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
     """Voita et al.: the last block's attention relevance (separate-normalisation LRP), clamp ≥ 0,
     head mean, CLS row."""
@@ -106,6 +114,7 @@ def partial_lrp(model: VisionTransformer, images: Tensor, class_ids: Tensor, sta
     return _to_grid(trace, r_attn.clamp(min=0).mean(dim=1)[:, 0])
 
 
+@register_method(pixels=True)
 def lrp(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
     """Binder et al.: separate-normalisation LRP through every block, the position-embedding add
     (z-rule), and the patch-embedding convolution (z^B, per-image bounds); summed over colour."""
@@ -132,15 +141,19 @@ def lrp(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer
     return r_pixels[..., :images.shape[-2], :images.shape[-1]].sum(dim=1)
 
 
-METHODS: dict[str, MethodFn] = {
-    "transformer_attribution": transformer_attribution,
-    "rollout": rollout,
-    "raw_attention": raw_attention,
-    "gradcam": gradcam,
-    "partial_lrp": partial_lrp,
-    "lrp": lrp,
-}
-assert tuple(METHODS) == METHOD_NAMES
+
+
+@register_method()
+def generic_attention(model: VisionTransformer, images: Tensor, class_ids: Tensor, start_layer: int) -> Tensor:
+    """Chefer et al. 2021b: R <- R + Ā_i R from R = I, Ā_i = mean_h clamp(∇A_i ⊙ A_i, 0); CLS row of R."""
+    _check_start(model, start_layer)
+    trace = trace_model(model, images, first_recorded=start_layer, grad_from=start_layer)
+    grads = _attention_grads(trace, class_ids)
+    row = None
+    # R = (I + Ā_L-1)···(I + Ā_s) from R <- R + Ā R
+    for attn, grad in zip(reversed(trace.attentions), reversed(grads)):
+        row = _chain_row(row, (grad * attn).clamp(min=0).mean(dim=1))
+    return _to_grid(trace, row[:, 0])
 
 
 def explain(model: VisionTransformer, images: Tensor, class_ids: Tensor,
@@ -152,15 +165,14 @@ def explain(model: VisionTransformer, images: Tensor, class_ids: Tensor,
             eval semantics and left exactly as it was (parameters, grads, hooks, training flags).
         images: (B, 3, H, W), normalised for the model, on the model's device and dtype.
         class_ids: (B,) integer class per image.
-        method: one of ``METHODS``.
+        method: a registered method (``pipeline.explain.METHODS``).
         start_layer: first block of the chain for ``transformer_attribution`` and ``rollout``
             (ignored by the others).
 
     Returns:
         (B, gh, gw) raw maps on the token grid; (B, H, W) for ``lrp``. Detached, the images' dtype.
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    function = get_method(method).function
     check_model(model, method)
     if images.ndim != 4:
         raise ValueError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
@@ -172,5 +184,5 @@ def explain(model: VisionTransformer, images: Tensor, class_ids: Tensor,
     if len(class_ids) and not (0 <= int(class_ids.min()) and int(class_ids.max()) < num_classes):
         raise ValueError(f"class_ids must lie in [0, {num_classes})")
     # callers may be in no_grad or inference_mode: gradients w.r.t. attention maps need autograd
-    with torch.inference_mode(False), inference_flags(model), torch.no_grad():
-        return METHODS[method](model, images, class_ids.long(), start_layer).detach()
+    with torch.inference_mode(False), eval_mode(model), torch.no_grad():
+        return function(model, images, class_ids.long(), start_layer).detach()

@@ -6,10 +6,7 @@ internals no method needs run as the model's own blocks under ``no_grad``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -19,11 +16,8 @@ from timm.layers import HybridEmbed, LayerScale, Mlp, PatchEmbed
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
 
+from .registry import get_method, token_method_names
 from .rules import RuleSet, branch_sum
-
-METHOD_NAMES = ("transformer_attribution", "rollout", "raw_attention", "gradcam", "partial_lrp", "lrp")
-TOKEN_METHODS = tuple(m for m in METHOD_NAMES if m != "lrp")
-
 
 # --------------------------------------------------------------------------- model checks
 
@@ -46,15 +40,15 @@ def check_model(model: nn.Module, method: str) -> None:
         raise ValueError("the model has no transformer blocks.")
     for i, blk in enumerate(model.blocks):
         _check_block(i, blk, supported)
-    if method == "lrp":
+    if get_method(method).pixels:
         embed = model.patch_embed
         if isinstance(embed, HybridEmbed) or not (
                 isinstance(embed, PatchEmbed) and type(embed).forward is PatchEmbed.forward
                 and isinstance(embed.proj, nn.Conv2d)):
             raise ValueError(
-                f"method 'lrp' propagates relevance down to the pixels through a plain patch-embedding "
+                f"method {method!r} propagates relevance down to the pixels through a plain patch-embedding "
                 f"convolution; this model's patch embedding is {type(embed).__name__} (e.g. a CNN stem), "
-                f"where relevance stops at the tokens. Use one of {', '.join(TOKEN_METHODS)}.")
+                f"where relevance stops at the tokens. Use one of {', '.join(token_method_names())}.")
 
 
 def _check_block(i: int, blk: nn.Module, supported: str) -> None:
@@ -75,22 +69,6 @@ def _check_block(i: int, blk: nn.Module, supported: str) -> None:
     for name in ("ls1", "ls2"):
         if not isinstance(getattr(blk, name), (LayerScale, nn.Identity)):
             refuse(f"{name} of type {type(getattr(blk, name)).__name__}")
-
-
-@contextmanager
-def inference_flags(model: nn.Module) -> Iterator[None]:
-    """Eval semantics (no dropout, BatchNorm running stats untouched) for the duration; every
-    module's own training flag is put back afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    if not any(training for _, training in flags):
-        yield
-        return
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -213,7 +191,8 @@ def block_forward(blk: Block, x: Tensor, n_query: int) -> tuple[Tensor, BlockTra
     mlp_out, fc2 = _linear(hidden, mlp.fc2.weight.detach(), _param(mlp.fc2.bias))
     mlp_out = _layer_scale(blk.ls2, mlp_out)
     out = y + mlp_out
-    return out, BlockTrace(n_query, x, q_lin, kv_lin, q, k, v, logits, a, ctx, proj, attn_out, y, fc1, fc2, mlp_out)
+    return out, BlockTrace(n_query=n_query, x=x, q_lin=q_lin, kv_lin=kv_lin, q=q, k=k, v=v, logits=logits, attn=a, ctx=ctx,
+                           proj=proj, attn_out=attn_out, y=y, fc1=fc1, fc2=fc2, mlp_out=mlp_out)
 
 
 # --------------------------------------------------------------------------- whole model
@@ -230,7 +209,8 @@ class EmbedTrace:
 class ModelTrace:
     grid: tuple[int, int]
     num_prefix: int
-    blocks: list[Any]   # one entry per recorded block (a BlockTrace, or what `keep` made of it)
+    blocks: list[BlockTrace]   # one per recorded block; empty when traced with attention_only
+    attentions: list[Tensor]   # the attention map (B, h, nq, N) of each recorded block
     first_recorded: int
     head: LinearTrace
     logits: Tensor
@@ -251,7 +231,7 @@ def _grid(model: VisionTransformer, tokens: Tensor, images: Tensor) -> tuple[int
 
 
 def trace_model(model: VisionTransformer, images: Tensor, first_recorded: int, grad_from: int | None = None,
-                keep: Callable[[BlockTrace], Any] | None = None, keep_embed: bool = False) -> ModelTrace:
+                attention_only: bool = False, keep_embed: bool = False) -> ModelTrace:
     """Run the model on ``images`` (in eval semantics; call under ``torch.no_grad()``).
 
     Blocks below ``first_recorded`` run as the model's own blocks under no_grad; the others run
@@ -270,7 +250,8 @@ def trace_model(model: VisionTransformer, images: Tensor, first_recorded: int, g
     if keep_embed:
         embed = EmbedTrace(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]), embedded[:, npt:])
 
-    traces: list[Any] = []
+    traces: list[BlockTrace] = []
+    attentions: list[Tensor] = []
     for i, blk in enumerate(model.blocks):
         grad = grad_from is not None and i >= grad_from
         with torch.set_grad_enabled(grad):
@@ -280,9 +261,12 @@ def trace_model(model: VisionTransformer, images: Tensor, first_recorded: int, g
                 x = blk(x)
                 continue
             x, trace = block_forward(blk, x, n_query=1 if i == depth - 1 else x.shape[1])
-            traces.append(trace if keep is None else keep(trace))
+            attentions.append(trace.attn)
+            if not attention_only:  # the rest is only kept for relevance passes
+                traces.append(trace)
 
     with torch.set_grad_enabled(grad_from is not None):
         pooled = _norm(model.fc_norm, _norm(model.norm, x)[:, 0])  # head_drop: identity in eval
         logits, head = _linear(pooled, model.head.weight.detach(), _param(model.head.bias))
-    return ModelTrace(grid, npt, traces, first_recorded, head, logits, embed)
+    return ModelTrace(grid=grid, num_prefix=npt, blocks=traces, attentions=attentions, first_recorded=first_recorded,
+                      head=head, logits=logits, embed=embed)
