@@ -1,7 +1,6 @@
 """Making seeds: relevance per (image, present class), averaged over scales and flips, max-normalised."""
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +11,7 @@ from pipeline.preprocess import normalise
 from pipeline.errors import InputError
 from pipeline.config import knob
 from pipeline.explain import check_model, explain, method_names
+from pipeline.explain.registry import get_method
 from pipeline.maps import upsample
 
 
@@ -37,28 +37,27 @@ def multiscale_relevance(
     model: torch.nn.Module,
     images: torch.Tensor,
     class_ids: torch.Tensor,
-    method: str,
     grid: tuple[int, int],
     stride: int,
-    scales: Sequence[float] = (1.0,),
-    flip: bool = False,
-    start_layer: int = 1,
+    config: CamsConfig,
 ) -> torch.Tensor:
-    """Raw relevance (B, *grid) for uint8 images (B, 3, S, S), averaged over `scales` and, with `flip`, mirrors.
+    """Raw relevance (B, *grid) of ``config.method`` for uint8 images (B, 3, S, S), averaged over
+    ``config.scales`` and, with ``config.flip``, mirrors.
 
     Each scale's map is resized to `grid` (the token grid at scale 1) before averaging;
     a mirrored image's map is mirrored back.
     """
     total = torch.zeros(images.shape[0], *grid, device=images.device)
     count = 0
-    for scale in scales:
+    pixels = get_method(config.method).pixels
+    for scale in config.scales:
         side = scaled_size(images.shape[-1], scale, stride)
         x = normalise(images)
         if side != images.shape[-1]:
             x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        for mirrored in (False, True) if flip else (False,):
-            maps = explain(model, x.flip(-1) if mirrored else x, class_ids, method=method, start_layer=start_layer)
-            if method == "lrp":  # pixel relevance: pool back to the token grid
+        for mirrored in (False, True) if config.flip else (False,):
+            maps = explain(model, x.flip(-1) if mirrored else x, class_ids, method=config.method, start_layer=config.start_layer)
+            if pixels:  # pixel relevance: pool back to the token grid
                 maps = F.avg_pool2d(maps[:, None], stride)[:, 0]
             maps = maps.flip(-1) if mirrored else maps
             total += maps if tuple(maps.shape[-2:]) == tuple(grid) else upsample(maps, grid)

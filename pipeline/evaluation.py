@@ -59,3 +59,59 @@ class SegmentationScore:
         labelled = self.confusion[:, : self.num_classes]
         return float(np.trace(labelled) / labelled.sum()) if labelled.sum() else float("nan")
 
+
+
+# Background scores of the seeds' sweep: their best mIoU is reported beside the configured one.
+SEED_BACKGROUND_SWEEP = tuple(round(float(b), 2) for b in np.arange(0.05, 0.55, 0.05))
+
+
+def _percent(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else round(float(v) * 100, 3) for v in values]
+
+
+class PseudoLabelEvaluation:
+    """Confusion counts of the seeds (at the configured background score and over a sweep), the
+    CRF confident labels and the random-walk masks, image by image."""
+
+    def __init__(self, num_classes: int, config: EvaluateConfig) -> None:
+        self.config = config
+        self.images = 0
+        self.scores = {name: SegmentationScore(num_classes) for name in ("seed", "crf", "random_walk")}
+        self.sweep = {b: SegmentationScore(num_classes) for b in SEED_BACKGROUND_SWEEP}
+
+    def add(self, target: np.ndarray, seed_maps: np.ndarray, class_labels: np.ndarray,
+            crf_labels: np.ndarray, walk_labels: np.ndarray) -> None:
+        """One image: its mask, its present classes' seeds (C, H, W) at full resolution with their
+        label values, its CRF confident labels and its random-walk mask."""
+        self.images += 1
+        self.scores["seed"].add(seed_labels(seed_maps, class_labels, self.config.seed_background), target)
+        for background, score in self.sweep.items():
+            score.add(seed_labels(seed_maps, class_labels, background), target)
+        self.scores["crf"].add(crf_labels, target)
+        self.scores["random_walk"].add(walk_labels, target)
+
+    def metrics(self) -> dict[str, object]:
+        """The figures of metrics/segmentation.json, mIoU in %."""
+        seed, crf, walk = self.scores["seed"], self.scores["crf"], self.scores["random_walk"]
+        metrics: dict[str, object] = {
+            "images": self.images,
+            "split": self.config.split,
+            "seed_miou": round(seed.miou() * 100, 3),
+            "seed_miou_best_background": round(max(score.miou() for score in self.sweep.values()) * 100, 3),
+            "seed_best_background": max(self.sweep, key=lambda b: self.sweep[b].miou()),
+            "crf_confident_miou": round(float(np.nanmean(crf.confident_iou())) * 100, 3),
+            "crf_pixel_precision": round(crf.pixel_precision() * 100, 3),
+            "crf_coverage": round(crf.coverage() * 100, 3),
+            "random_walk_miou": round(walk.miou() * 100, 3),
+        }
+        metrics["random_walk_gain"] = round(metrics["random_walk_miou"] - metrics["seed_miou"], 3)
+        return metrics
+
+    def per_class(self, names: list[str]) -> list[dict[str, object]]:
+        """IoU per class (background first), in %: seeds, CRF confident labels, random walk."""
+        seed, crf, walk = self.scores["seed"], self.scores["crf"], self.scores["random_walk"]
+        rows = zip(names, _percent(seed.iou()), _percent(crf.confident_iou()), _percent(walk.iou()))
+        return [{"class": n, "seed": s, "crf_confident": c, "random_walk": w} for n, s, c, w in rows]
+
+    def confusion(self, names: list[str]) -> dict[str, object]:
+        return {"classes": names, "columns": [*names, "unlabelled"], **{k: v.confusion.tolist() for k, v in self.scores.items()}}

@@ -64,7 +64,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
             decoded = {row: resize_square(index.image(int(positions[row])), cfg.image_size) for row in dict.fromkeys(r for r, _ in batch)}
             images = to_tensor([decoded[row] for row, _ in batch]).to(device)
             classes = torch.tensor([c for _, c in batch], device=device)
-            maps = multiscale_relevance(model, images, classes, cfg.method, grid, stride, cfg.scales, cfg.flip, cfg.start_layer)
+            maps = multiscale_relevance(model, images, classes, grid, stride, cfg)
             for (row, c), m in zip(batch, normalise_by_max(maps.float().cpu().numpy())):
                 pending.setdefault(row, np.zeros((index.num_classes, *grid), np.float32))[c] = m
                 remaining[row] -= 1

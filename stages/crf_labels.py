@@ -19,7 +19,8 @@ CHUNK = 64  # images handed to the worker pool at a time, to bound memory
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Two dense CRFs per image (low and high background alpha) -> data/crf_labels.zarr (0 bg, class, 255 neutral)."""
-    cfg = StageParams(params_file).section("crf", CRFConfig)
+    params = StageParams(params_file)
+    cfg = params.section("crf", CRFConfig)
     index = DatasetIndex(DATASET)
     cams = Artifact(CAMS, "cams")
     positions = cam_positions(index, cams)

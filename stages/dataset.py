@@ -13,6 +13,7 @@ OUTPUT = DATASET
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Decode and check every file, then index ids, splits, image-level labels and sizes of dataset.root into data/dataset.zarr."""
-    config = StageParams(params_file).section("dataset", DatasetConfig)
+    params = StageParams(params_file)
+    config = params.section("dataset", DatasetConfig)
     summary = write_index(OUTPUT, config, progress=lambda items: progress(items, total=len(items), desc="dataset"))
     echo(f"dataset: indexed {summary['images']} images {summary['per_split']} with {summary['classes']} classes into {OUTPUT}")

@@ -13,7 +13,8 @@ OUTPUT = SYNTHETIC
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Generate the built-in shapes dataset (VOC layout) into data/synthetic."""
-    config = StageParams(params_file).section("synthetic", SyntheticConfig)
+    params = StageParams(params_file)
+    config = params.section("synthetic", SyntheticConfig)
     with atomic_path(OUTPUT) as tmp:
         summary = generate(tmp, config)
     echo(f"synthetic: wrote {summary} to {OUTPUT}")
