@@ -53,8 +53,9 @@ def _tool_command(module_name: str) -> Callable:
 for _name, _module, _description in STAGES:
     app.command(_name, help=_description, short_help=_description)(_friendly_errors(_stage_command(_module)))
 
+# check imports every stage's config class (torch, timm): loaded only when it runs, like a stage.
 app.command("check", help="Validate every section of params.yaml and decode every image and mask of the dataset.")(
-    _friendly_errors(_tool_command("stages.check")))
+    _friendly_errors(_stage_command("stages.check")))
 app.command("code-deps", help="Write each stage's code deps (its import closure) into dvc.yaml.")(_tool_command("stages.code_deps"))
 
 
