@@ -10,6 +10,7 @@ import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import pydensecrf.densecrf as dcrf
@@ -22,16 +23,14 @@ NEUTRAL = 255
 
 
 @dataclass(frozen=True)
-class CRFConfig:
-    """The ``crf`` section: the two background exponents and the dense CRF's kernels.
+class CRFKernels:
+    """A dense CRF's pairwise kernels and inference, as used on any score maps.
 
     The spatial std-devs (``*_sxy``) are in pixels of ``reference_side``-px images (the
     reference's ~500 px VOC images); with ``scale_with_image`` each image gets them scaled by
     its longer side / ``reference_side`` (:func:`scaled_to`).
     """
 
-    alpha_low: float = knob("confident foreground: background score (1 - max seed) ** alpha_low", 0.0, 1000.0)
-    alpha_high: float = knob("confident background: background score (1 - max seed) ** alpha_high", 0.0, 1000.0)
     gauss_sxy: float = knob("smoothness kernel std-dev, px at reference_side", 0.0)
     gauss_compat: float = knob("smoothness kernel weight", 0.0)
     bilateral_sxy: float = knob("appearance kernel spatial std-dev, px at reference_side", 0.0)
@@ -40,10 +39,22 @@ class CRFConfig:
     iterations: int = knob("mean-field iterations", 1, 1000)
     reference_side: int = knob("image side, px, the spatial std-devs are given for", 1)
     scale_with_image: bool = knob("scale the spatial std-devs by each image's longer side / reference_side")
+
+
+@dataclass(frozen=True)
+class CRFConfig(CRFKernels):
+    """The ``crf`` section: the kernels, plus the two background exponents that turn seeds into
+    confident labels and the worker count."""
+
+    alpha_low: float = knob("confident foreground: background score (1 - max seed) ** alpha_low", 0.0, 1000.0)
+    alpha_high: float = knob("confident background: background score (1 - max seed) ** alpha_high", 0.0, 1000.0)
     workers: int = knob("processes for the CRFs of different images (results do not depend on it)", 1, 256)
 
 
-def scaled_to(config: CRFConfig, image_side: float) -> CRFConfig:
+K = TypeVar("K", bound=CRFKernels)
+
+
+def scaled_to(config: K, image_side: float) -> K:
     """``config`` with the spatial std-devs scaled by image_side / reference_side.
 
     On a 96 px image a bilateral sxy of 80 would span the whole image and the colour term
@@ -56,7 +67,7 @@ def scaled_to(config: CRFConfig, image_side: float) -> CRFConfig:
     return dataclasses.replace(config, gauss_sxy=config.gauss_sxy * factor, bilateral_sxy=config.bilateral_sxy * factor)
 
 
-def for_image(config: CRFConfig, image: np.ndarray) -> CRFConfig:
+def for_image(config: K, image: np.ndarray) -> K:
     """The settings one image is processed with: scaled to its longer side if ``scale_with_image``."""
     return scaled_to(config, max(image.shape[:2])) if config.scale_with_image else config
 
@@ -66,7 +77,7 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
 
 
-def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFConfig) -> np.ndarray:
+def dense_crf(image: np.ndarray, probs: np.ndarray, params: CRFKernels) -> np.ndarray:
     """Mean-field marginals (L, H, W) float32 of a dense CRF with unary -log(probs).
 
     ``params`` apply as given (no scaling here; :func:`for_image` does that).

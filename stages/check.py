@@ -19,6 +19,8 @@ from pipeline.explain_eval import ExplainEvalConfig
 from pipeline.figures import ReportConfig
 from pipeline.progress import progress
 from pipeline.random_walk import RandomWalkConfig
+from pipeline.segmentation.infer import EvaluateSegConfig
+from pipeline.segmentation.train import SegTrainConfig
 from pipeline.synthetic import SyntheticConfig
 from stages import params as P
 from stages.common import PARAMS_OPTION, StageParams, echo
@@ -35,10 +37,26 @@ SECTIONS: dict[str, type] = {
     "train_aff": AffinityTrainConfig,
     "random_walk": RandomWalkConfig,
     "evaluate": EvaluateConfig,
+    "train_seg": SegTrainConfig,
+    "evaluate_seg": EvaluateSegConfig,
     "explain_eval": ExplainEvalConfig,
     "report": ReportConfig,
 }
 TOP_LEVEL_VALUES = ("device",)
+
+
+def across_sections(params: StageParams) -> list[str]:
+    """What no single section can check: weight files that must exist, sizes that must agree."""
+    problems = []
+    classifier, segmenter = params.section("train_cls", ClassifierConfig), params.section("train_seg", SegTrainConfig)
+    for key, value in (("train_cls.pretrained", classifier.pretrained), ("train_seg.network.weights", segmenter.network.weights)):
+        if isinstance(value, str) and value != "classifier" and not Path(value).is_file():
+            problems.append(f"{params.source}: {key}: '{value}' is not a file; give a local checkpoint path (nothing is downloaded)")
+    if segmenter.network.backbone == "classifier" and classifier.model == "demo_hybrid":
+        stride = 2 ** len(classifier.demo_hybrid.stem_channels) * classifier.demo_hybrid.patch_size
+        if segmenter.crop_size % stride:
+            problems.append(f"{params.source}: train_seg.crop_size={segmenter.crop_size} must be a multiple of the classifier's token stride {stride}")
+    return problems
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
@@ -56,6 +74,8 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         params.device()
     except InputError as error:
         problems.append(str(error))
+    if not problems:
+        problems += across_sections(params)
     if problems:
         raise P.ParamsError(f"{len(problems)} problem(s) in {params.source}:\n  " + "\n  ".join(problems))
     echo(f"check: {params.source}: all {len(SECTIONS) + len(TOP_LEVEL_VALUES)} sections valid")

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from pipeline.errors import InputError
-from stages.common import PARAMS_OPTION
+from stages.common import PARAMS_OPTION, write_json
+from stages.paths import TIMINGS
 from stages.stage_list import STAGES
 
 app = typer.Typer(
@@ -38,9 +41,18 @@ def _friendly_errors(run: Callable) -> Callable:
     return wrapper
 
 
-def _stage_command(module_name: str) -> Callable[[Path], None]:
+def _stage_command(module_name: str, timing_name: str | None = None) -> Callable[[Path], None]:
+    """Run a module's `main`; with ``timing_name``, record its wall time in metrics/timings/<name>.json
+    (or in $WSSS_TIMINGS_DIR, for runs in a temporary copy such as `dvc exp run --temp`)."""
+
     def command(params_file: Path = PARAMS_OPTION) -> None:
+        start = time.perf_counter()
         importlib.import_module(module_name).main(params_file)
+        if timing_name:
+            seconds = time.perf_counter() - start
+            folder = Path(os.environ.get("WSSS_TIMINGS_DIR") or TIMINGS)
+            write_json(folder / f"{timing_name}.json", {"stage": timing_name, "seconds": round(seconds, 2),
+                                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     return command
 
@@ -51,7 +63,7 @@ def _tool_command(module_name: str) -> Callable:
 
 
 for _name, _module, _description in STAGES:
-    app.command(_name, help=_description, short_help=_description)(_friendly_errors(_stage_command(_module)))
+    app.command(_name, help=_description, short_help=_description)(_friendly_errors(_stage_command(_module, _name)))
 
 # check imports every stage's config class (torch, timm): loaded only when it runs, like a stage.
 app.command("check", help="Validate every section of params.yaml and decode every image and mask of the dataset.")(
@@ -69,8 +81,12 @@ def methods() -> None:
         typer.echo(f"{method.name:<26} {method.summary} ({where})")
 
 
-# Not a DVC stage: a look at the seeds of one image.
+# Not DVC stages: a look at the seeds of one image, the trained segmenter on any images, the headline numbers.
 app.command("show", help="Write an image and its per-class seed overlays to a PNG.")(_friendly_errors(_tool_command("stages.show")))
+app.command("predict", help="Segment images or folders with the trained segmenter: a palette PNG and an overlay per image.")(
+    _friendly_errors(_tool_command("stages.predict")))
+app.command("summary", help="The headline numbers of the last run in one short table, with the file each comes from.")(
+    _tool_command("stages.summary"))
 
 if __name__ == "__main__":
     app()

@@ -10,6 +10,9 @@ AFF_PAIRS = Path("data/aff_pairs.zarr")
 AFFINITYNET = Path("data/models/affinitynet.pt")
 REFINED = Path("data/refined.zarr")
 PSEUDO_LABELS = Path("data/pseudo_labels")
+SEGMENTER = Path("data/models/segmenter.pt")
+SEG_PREDICTIONS = Path("data/seg_predictions.zarr")
+SEG_PREDICTION_PNGS = Path("data/seg_predictions")
 REPORT = Path("report/index.html")
 
 # Metrics and plot files (dvc.yaml declares the same paths; the report reads them from here).
@@ -22,3 +25,10 @@ PER_CLASS_IOU = Path("plots/per_class_iou.csv")
 CONFUSION = Path("metrics/confusion.json")
 EXPLAINABILITY_METRICS = Path("metrics/explainability.json")
 PERTURBATION_CURVES = Path("plots/perturbation")
+SEGMENTER_CURVE = Path("plots/segmenter_training.csv")
+SEGMENTER_METRICS = Path("metrics/segmenter.json")
+SEGMENTER_PER_CLASS_IOU = Path("plots/segmenter_per_class_iou.csv")
+
+# Wall time of each stage's last run on this machine (written by the `wsss` dispatcher; not a
+# DVC output: a time belongs to the machine that ran the stage, not to the result).
+TIMINGS = Path("metrics/timings")

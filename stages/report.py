@@ -15,7 +15,8 @@ from pipeline.figures import ReportConfig, colour_labels, heatmap, line_chart_sv
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages.common import PARAMS_OPTION, StageParams, echo, write_text
 from stages.paths import (AFFINITY_CURVE, CAMS, CLASSIFIER_CURVE, CLASSIFIER_METRICS, CRF_LABELS, DATASET, EXPLAINABILITY_METRICS,
-                          PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEGMENTATION_METRICS)
+                          PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEG_PREDICTIONS, SEGMENTATION_METRICS, SEGMENTER_CURVE,
+                          SEGMENTER_METRICS)
 
 OUTPUT = REPORT
 
@@ -63,6 +64,34 @@ def segmentation_section() -> str:
     return summary + extra + table(["class", "seed IoU", "CRF confident IoU", "random walk IoU"], rows)
 
 
+def segmenter_section(count: int) -> str:
+    """Val mIoU without and with CRF beside the pseudo-masks' mIoU, per-class IoU, and val examples."""
+    metrics, pseudo = _read_json(SEGMENTER_METRICS), _read_json(SEGMENTATION_METRICS)
+    if not metrics:
+        return "<p>No segmenter metrics yet.</p>"
+    split = html.escape(metrics["split"])
+    summary = table(["", "mIoU (%)", "pixel accuracy (%)"], [
+        [f"random-walk pseudo-masks ({html.escape(pseudo.get('split', '?'))}, the training targets)", pseudo.get("random_walk_miou"), None],
+        [f"segmenter on {split}", metrics["miou"], metrics["pixel_accuracy"]],
+        [f"segmenter on {split}, dense CRF after", metrics["crf"]["miou"], metrics["crf"]["pixel_accuracy"]],
+    ])
+    per_class = table(["class", "IoU", "IoU with CRF"], [[name, iou, metrics["crf"]["per_class_iou"][name]]
+                                                         for name, iou in metrics["per_class_iou"].items()])
+    index = DatasetIndex(DATASET)
+    predictions = Artifact(SEG_PREDICTIONS, "seg_predictions")
+    where = {image_id: i for i, image_id in enumerate(index.ids)}
+    lines = []
+    for row, image_id in enumerate(predictions.ids[:count]):
+        position = where[image_id]
+        pictures = [index.image(position), colour_labels(predictions.read("labels", row)),
+                    colour_labels(predictions.read("labels_crf", row)), colour_labels(index.mask(position))]
+        cells = "".join(f"<td><img src='{png_data_uri(p)}' alt=''></td>" for p in pictures)
+        lines.append(f"<tr><td>{html.escape(image_id)}</td>{cells}</tr>")
+    header = "".join(f"<th>{h}</th>" for h in ("id", "image", "prediction", "prediction + CRF", "ground truth"))
+    return (summary + f"<p>{metrics['images']} {split} images; multi-scale and flip averaged.</p>" + per_class
+            + f"<table class='gallery'><tr>{header}</tr>{''.join(lines)}</table>")
+
+
 def explanation_section() -> str:
     metrics = _read_json(EXPLAINABILITY_METRICS)
     methods = [m for m in metrics if m != "source"]
@@ -87,7 +116,8 @@ def explanation_section() -> str:
 def curves_section() -> str:
     charts = []
     for path, title, keys in ((CLASSIFIER_CURVE, "classifier", ["loss", "val_map"]),
-                              (AFFINITY_CURVE, "AffinityNet", ["loss"])):
+                              (AFFINITY_CURVE, "AffinityNet", ["loss"]),
+                              (SEGMENTER_CURVE, "segmenter", ["loss"])):
         rows = _read_csv(path)
         if rows:
             x = [float(r["epoch"]) for r in rows]
@@ -127,6 +157,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         "<h1>vit-wsss report</h1>",
         f"<p>Classifier validation mAP: {_number(classifier.get('val_map'))}</p>" if classifier else "",
         "<h2>Pseudo-mask quality</h2>", segmentation_section(),
+        "<h2>Segmentation network</h2>", segmenter_section(cfg.gallery_images),
         "<h2>Explanation methods</h2>", explanation_section(),
         "<h2>Training curves</h2>", curves_section(),
         "<h2>Examples</h2>", gallery_section(cfg.gallery_images, cfg.gallery_split),

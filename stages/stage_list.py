@@ -15,6 +15,8 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("train_aff", "stages.train_aff", "Train AffinityNet on the confident pairs (data/models/affinitynet.pt)."),
     ("random_walk", "stages.random_walk", "Random walk of the seeds over AffinityNet affinities (data/refined.zarr, PNGs)."),
     ("evaluate", "stages.evaluate", "mIoU of seeds, CRF labels and random-walk masks (metrics/segmentation.json)."),
+    ("train_seg", "stages.train_seg", "Train the segmentation network on the pseudo-masks (data/models/segmenter.pt)."),
+    ("evaluate_seg", "stages.evaluate_seg", "Segment evaluate_seg.split, without and with CRF, and score it (metrics/segmenter.json)."),
     ("explain_eval", "stages.explain_eval", "Perturbation and segmentation tests of each explanation method (metrics/explainability.json)."),
     ("report", "stages.report", "Self-contained HTML report: tables, curves, example gallery (report/index.html)."),
 )

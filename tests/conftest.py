@@ -23,6 +23,9 @@ TINY_PARAMS = {
     "crf": {"workers": 1},
     "aff_pairs": {"image_size": 64},
     "train_aff": {"epochs": 1, "batch_size": 4, "hidden_channels": 16, "out_channels": 8},
+    "train_seg": {"epochs": 1, "batch_size": 4, "crop_size": 64,
+                  "network": {"backbone": "classifier", "weights": "classifier", "aspp_rates": [1, 2], "aspp_channels": 16, "low_level_channels": 8, "dropout": 0.1}},
+    "evaluate_seg": {"scales": [1.0]},
     "explain_eval": {"max_images": 6, "batch_size": 6},
     "report": {"gallery_images": 3},
 }

@@ -22,7 +22,9 @@ def test_dvc_yaml_declares_each_stages_import_closure():
 def test_closures_are_scoped_to_each_stages_job():
     deps = derived_deps()
     users = {stage for stage, files in deps.items() if "pipeline/evaluation.py" in files}
-    assert users == {"evaluate"}
+    assert users == {"evaluate", "evaluate_seg"}  # the pseudo-masks' scores and the segmenter's
+    assert "pipeline/explain/methods.py" not in deps["train_seg"] and "pipeline/explain/methods.py" not in deps["evaluate_seg"]
+    assert "pipeline/segmentation/infer.py" not in deps["train_seg"]  # training does not run test-time inference
     assert "pipeline/random_walk.py" not in deps["crf_labels"]
     assert "pipeline/explain/methods.py" not in deps["crf_labels"]  # reading seeds does not need the explainer
     assert "pipeline/classifier.py" not in deps["random_walk"]  # preprocessing is not classifier training

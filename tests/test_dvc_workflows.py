@@ -34,14 +34,16 @@ def _ran(output: str) -> set[str]:
 # stages downstream of it (each reruns only if an input of it changed: DVC skips a stage whose
 # inputs came out byte-identical). Nothing upstream or beside may run.
 EDITS = [
-    (("synthetic", "seed"), 1, {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
-    (("train_cls", "lr"), 0.002, {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
-    (("cams", "flip"), True, {"cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
-    (("crf", "alpha_high"), 8, {"crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
-    (("aff_pairs", "radius"), 3, {"aff_pairs", "train_aff", "random_walk", "evaluate", "report"}),
-    (("train_aff", "lr"), 0.05, {"train_aff", "random_walk", "evaluate", "report"}),
-    (("random_walk", "beta"), 12, {"random_walk", "evaluate", "report"}),
+    (("synthetic", "seed"), 1, {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "train_seg", "evaluate_seg", "report"}),
+    (("train_cls", "lr"), 0.002, {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "train_seg", "evaluate_seg", "report"}),
+    (("cams", "flip"), True, {"cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
+    (("crf", "alpha_high"), 8, {"crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
+    (("aff_pairs", "radius"), 3, {"aff_pairs", "train_aff", "random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
+    (("train_aff", "lr"), 0.05, {"train_aff", "random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
+    (("random_walk", "beta"), 16, {"random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
     (("evaluate", "seed_background"), 0.3, {"evaluate", "report"}),
+    (("train_seg", "lr"), 0.001, {"train_seg", "evaluate_seg", "report"}),
+    (("evaluate_seg", "flip"), False, {"evaluate_seg", "report"}),
     (("explain_eval", "max_images"), 4, {"explain_eval", "report"}),
     (("report", "gallery_images"), 2, {"report"}),
 ]
@@ -105,12 +107,14 @@ def test_shared_cache_directory_serves_a_second_checkout(project, tmp_path):
 # stages whose import closure holds the file (written out here, not derived, so that a wrong
 # derivation in `wsss code-deps` cannot pass by agreeing with itself).
 CODE_EDITS = [
-    ("pipeline/evaluation.py", {"evaluate"}),
-    ("pipeline/crf.py", {"crf_labels"}),
+    ("pipeline/evaluation.py", {"evaluate", "evaluate_seg"}),
+    ("pipeline/crf.py", {"crf_labels", "evaluate_seg"}),
+    ("pipeline/segmentation/train.py", {"train_seg"}),
     ("pipeline/random_walk.py", {"random_walk"}),
     ("pipeline/seeds.py", {"crf_labels", "random_walk", "evaluate", "report"}),
     ("pipeline/explain/rules.py", {"cams", "explain_eval"}),
-    ("stages/paths.py", {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "report"}),
+    ("stages/paths.py", {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate",
+                         "train_seg", "evaluate_seg", "explain_eval", "report"}),
     ("stages/cli.py", set()),  # the dispatcher loads stage modules lazily: adding a command reruns nothing
 ]
 

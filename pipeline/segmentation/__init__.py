@@ -1,0 +1,1 @@
+"""The segmentation network trained on the pseudo-masks: architecture, training, inference."""

@@ -1,0 +1,73 @@
+"""evaluate_seg stage: segment every image of a split (multi-scale + flip), with and without
+dense-CRF post-processing, and score both against the ground truth."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.artifacts import ArtifactWriter
+from pipeline.dataset_index import DatasetIndex
+from pipeline.errors import InputError
+from pipeline.evaluation import SegmentationScore
+from pipeline.files import atomic_path
+from pipeline.progress import progress
+from pipeline.segmentation.infer import EvaluateSegConfig, crf_labels, predict_probs
+from pipeline.segmentation.net import load_segmenter
+from pipeline.voc import save_label_png
+from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
+from stages.paths import DATASET, SEG_PREDICTIONS, SEG_PREDICTION_PNGS, SEGMENTER, SEGMENTER_METRICS, SEGMENTER_PER_CLASS_IOU
+
+OUTPUT = SEG_PREDICTIONS
+PNG_DIR = SEG_PREDICTION_PNGS
+KIND = "seg_predictions"
+VARIANTS = ("network", "network_crf")  # without and with CRF post-processing
+
+
+def _scores(score: SegmentationScore, names: list[str]) -> dict[str, object]:
+    iou = score.iou()
+    return {
+        "miou": round(score.miou() * 100, 3),
+        "pixel_accuracy": round(score.pixel_precision() * 100, 3),
+        "per_class_iou": {n: (None if np.isnan(v) else round(float(v) * 100, 3)) for n, v in zip(names, iou)},
+    }
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Predictions -> data/seg_predictions.zarr and PNGs, metrics/segmenter.json, per-class IoU plot."""
+    params = StageParams(params_file)
+    cfg = params.section("evaluate_seg", EvaluateSegConfig)
+    device = params.device()
+    index = DatasetIndex(DATASET)
+    positions = index.indices([cfg.split])
+    positions = positions[index.has_mask[positions]]
+    if len(positions) == 0:
+        raise InputError(f"{params.source}: evaluate_seg.split='{cfg.split}' has no image with a ground-truth mask")
+    net, meta = load_segmenter(SEGMENTER, device)
+    names = ["background", *index.class_names]
+    if meta["class_names"] != names:
+        raise InputError(f"{SEGMENTER} predicts {meta['class_names']} but {DATASET} has {names}; rerun train_seg")
+    scores = {variant: SegmentationScore(len(names)) for variant in VARIANTS}
+    ids = [index.ids[p] for p in positions]
+    max_size = tuple(int(v) for v in index.sizes[positions].max(axis=0))
+    attrs = {"class_names": index.class_names, "split": cfg.split, "scales": cfg.scales, "flip": cfg.flip,
+             "values": "0 background, k class k; labels: the network, labels_crf: after the dense CRF"}
+    with atomic_path(PNG_DIR) as png_tmp, ArtifactWriter(OUTPUT, KIND, ids, attrs) as out:
+        (png_tmp / "crf").mkdir(parents=True)
+        out.create("labels", max_size, "uint8", max_shape=True)
+        out.create("labels_crf", max_size, "uint8", max_shape=True)
+        for row, position in enumerate(progress(positions, total=len(positions), desc="evaluate_seg")):
+            image, target = index.image(int(position)), index.mask(int(position))
+            probs = predict_probs(net, image, cfg.scales, cfg.flip, device)
+            predictions = {"network": probs.argmax(axis=0).astype(np.uint8), "network_crf": crf_labels(image, probs, cfg.crf)}
+            for variant, prediction in predictions.items():
+                scores[variant].add(prediction, target)
+            out.write("labels", row, predictions["network"])
+            out.write("labels_crf", row, predictions["network_crf"])
+            save_label_png(png_tmp / f"{ids[row]}.png", predictions["network"])
+            save_label_png(png_tmp / "crf" / f"{ids[row]}.png", predictions["network_crf"])
+    network, with_crf = _scores(scores["network"], names), _scores(scores["network_crf"], names)
+    write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": len(ids), **network, "crf": with_crf})
+    write_csv(SEGMENTER_PER_CLASS_IOU, [{"class": n, "network": network["per_class_iou"][n], "network_crf": with_crf["per_class_iou"][n]}
+                                        for n in names])
+    echo(f"evaluate_seg: {cfg.split} mIoU {network['miou']:.2f} (with CRF {with_crf['miou']:.2f}) on {len(ids)} images -> {SEGMENTER_METRICS}")

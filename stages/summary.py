@@ -1,0 +1,66 @@
+"""summary: the headline numbers of the last run as one short table (not a DVC stage)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stages import params as P
+from stages.paths import CLASSIFIER_METRICS, EXPLAINABILITY_METRICS, SEGMENTATION_METRICS, SEGMENTER_METRICS, TIMINGS
+from stages.stage_list import STAGES
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _fmt(value: Any, suffix: str = "") -> str:
+    return "–" if value is None else f"{value:.2f}{suffix}" if isinstance(value, (int, float)) else str(value)
+
+
+def rows(params_file: Path) -> list[tuple[str, str, str, str]]:
+    """(group, figure, value, file) for every number the summary shows; absent files give '–'."""
+    classifier = _read(CLASSIFIER_METRICS)
+    pseudo = _read(SEGMENTATION_METRICS)
+    segmenter = _read(SEGMENTER_METRICS)
+    explain = _read(EXPLAINABILITY_METRICS)
+    try:
+        method = P.load(params_file).get("cams", {}).get("method", "")
+    except P.ParamsError:
+        method = ""
+    aucs = explain.get(method, {})
+    val_map = classifier.get("val_map")
+    out = [
+        ("classifier", "val mAP (%)", _fmt(val_map * 100 if val_map is not None else None), str(CLASSIFIER_METRICS)),
+        (f"pseudo-masks ({pseudo.get('split', '?')})", f"seeds mIoU (background {_fmt(pseudo.get('seed_background', 0.2))})", _fmt(pseudo.get("seed_miou")), str(SEGMENTATION_METRICS)),
+        ("", f"seeds mIoU at best background ({_fmt(pseudo.get('seed_best_background'))})", _fmt(pseudo.get("seed_miou_best_background")), ""),
+        ("", f"CRF confident mIoU ({_fmt(pseudo.get('crf_coverage'), '%')} of pixels)", _fmt(pseudo.get("crf_confident_miou")), ""),
+        ("", "random walk mIoU", _fmt(pseudo.get("random_walk_miou")), ""),
+        (f"segmenter ({segmenter.get('split', '?')})", "mIoU", _fmt(segmenter.get("miou")), str(SEGMENTER_METRICS)),
+        ("", "mIoU with dense CRF", _fmt(segmenter.get("crf", {}).get("miou")), ""),
+        (f"explanations ({method or '?'})", "perturbation AUC: positive ↓ / negative ↑",
+         f"{_fmt(aucs.get('positive_auc_predicted'))} / {_fmt(aucs.get('negative_auc_predicted'))}", str(EXPLAINABILITY_METRICS)),
+        ("", "segmentation test mIoU", _fmt(aucs.get("seg_miou")), ""),
+    ]
+    first = True
+    for name, _, _ in STAGES:
+        timing = _read(TIMINGS / f"{name}.json")
+        if timing:
+            out.append(("stage wall time (s)" if first else "", name, f"{timing['seconds']:.0f}", f"{TIMINGS}/" if first else ""))
+            first = False
+    return out
+
+
+def main(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file naming cams.method.")) -> None:
+    """Print the classifier, pseudo-mask, segmenter and explanation figures, stage times, and their files."""
+    table = rows(params_file)
+    widths = [max(len(row[i]) for row in table) for i in range(3)]
+    typer.echo(f"{'':<{widths[0]}}  {'figure':<{widths[1]}}  {'value':>{widths[2]}}  file")
+    for group, figure, value, source in table:
+        typer.echo(f"{group:<{widths[0]}}  {figure:<{widths[1]}}  {value:>{widths[2]}}  {source}")
+    typer.echo("(all metrics: dvc metrics show; curves: dvc plots show; pictures: report/index.html)")

@@ -1,0 +1,72 @@
+"""train_seg stage: train the segmentation network on random_walk's pseudo-masks (or the real masks)."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.artifacts import Artifact
+from pipeline.dataset_index import DatasetIndex
+from pipeline.errors import InputError
+from pipeline.models import save_checkpoint
+from pipeline.progress import progress_bar
+from pipeline.segmentation.net import build_segmenter, segmenter_meta
+from pipeline.segmentation.train import SegTrainConfig, train_segmenter
+from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
+from stages.paths import CLASSIFIER, DATASET, REFINED, SEGMENTER, SEGMENTER_CURVE
+
+OUTPUT = SEGMENTER
+CURVE = SEGMENTER_CURVE
+
+
+class LazyItems:
+    """Items read one at a time when indexed (images from disk, label maps from a store)."""
+
+    def __init__(self, read: Callable[[int], np.ndarray], count: int) -> None:
+        self.read, self.count = read, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, item: int) -> np.ndarray:
+        return self.read(item)
+
+
+def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple[LazyItems, LazyItems]:
+    """The images of train_seg.splits and their label maps: pseudo-masks or ground truth."""
+    positions = index.indices(cfg.splits)
+    if cfg.supervision == "ground_truth":
+        positions = positions[index.has_mask[positions]]
+        if len(positions) == 0:
+            raise InputError(f"{source}: train_seg.supervision=ground_truth but no image of {cfg.splits} has a mask")
+        return (LazyItems(lambda i: index.image(int(positions[i])), len(positions)),
+                LazyItems(lambda i: index.mask(int(positions[i])), len(positions)))
+    refined = Artifact(REFINED, "refined")
+    where = {image_id: row for row, image_id in enumerate(refined.ids)}
+    missing = [index.ids[p] for p in positions if index.ids[p] not in where]
+    if missing:
+        raise InputError(f"{source}: train_seg.splits={cfg.splits} has {len(missing)} images without a pseudo-mask in {REFINED} "
+                         f"(e.g. {missing[0]}); train on splits that are in cams.splits")
+    rows = [where[index.ids[p]] for p in positions]
+    return (LazyItems(lambda i: index.image(int(positions[i])), len(positions)),
+            LazyItems(lambda i: refined.read("labels", rows[i]), len(positions)))
+
+
+def main(params_file: Path = PARAMS_OPTION) -> None:
+    """Train with cross-entropy (255 ignored) -> data/models/segmenter.pt and its loss curve."""
+    params = StageParams(params_file)
+    cfg = params.section("train_seg", SegTrainConfig)
+    device = params.device()
+    index = DatasetIndex(DATASET)
+    images, labels = training_set(index, cfg, params.source)
+    torch.manual_seed(cfg.seed)  # the head's initialisation
+    net = build_segmenter(cfg.network, index.num_classes + 1, CLASSIFIER)
+    steps = cfg.epochs * (len(images) // cfg.batch_size) * cfg.batch_size
+    bar = progress_bar(steps, desc="train_seg", unit="crop")
+    history = train_segmenter(net, images, labels, cfg, device, progress=bar.update)
+    bar.close()
+    save_checkpoint(OUTPUT, net, segmenter_meta(cfg.network, index.class_names, CLASSIFIER))
+    write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "lr": round(r["lr"], 8)} for r in history])
+    echo(f"train_seg: {len(images)} images ({cfg.supervision}), final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
