@@ -24,6 +24,7 @@ def test_closures_are_scoped_to_each_stages_job():
     users = {stage for stage, files in deps.items() if "pipeline/evaluation.py" in files}
     assert users == {"evaluate", "evaluate_seg"}  # the pseudo-masks' scores and the segmenter's
     assert "pipeline/explain/methods.py" not in deps["train_seg"] and "pipeline/explain/methods.py" not in deps["evaluate_seg"]
+    assert "pipeline/seeds.py" not in deps["evaluate_seg"]  # post-processing needs the dense CRF, not the seeds
     assert "pipeline/segmentation/infer.py" not in deps["train_seg"]  # training does not run test-time inference
     assert "pipeline/random_walk.py" not in deps["crf_labels"]
     assert "pipeline/explain/methods.py" not in deps["crf_labels"]  # reading seeds does not need the explainer

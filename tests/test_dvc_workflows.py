@@ -108,7 +108,8 @@ def test_shared_cache_directory_serves_a_second_checkout(project, tmp_path):
 # derivation in `wsss code-deps` cannot pass by agreeing with itself).
 CODE_EDITS = [
     ("pipeline/evaluation.py", {"evaluate", "evaluate_seg"}),
-    ("pipeline/crf.py", {"crf_labels", "evaluate_seg"}),
+    ("pipeline/crf.py", {"crf_labels"}),
+    ("pipeline/dense_crf.py", {"crf_labels", "evaluate_seg"}),
     ("pipeline/segmentation/train.py", {"train_seg"}),
     ("pipeline/random_walk.py", {"random_walk"}),
     ("pipeline/seeds.py", {"crf_labels", "random_walk", "evaluate", "report"}),

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pipeline.config import knob
-from pipeline.crf import CRFKernels, dense_crf, for_image
+from pipeline.dense_crf import CRFKernels, dense_crf, for_image
 from pipeline.preprocess import normalise, to_tensor
 from pipeline.segmentation.net import Segmenter
 from pipeline.training import eval_mode
@@ -60,5 +60,5 @@ def predict_probs(net: Segmenter, image: np.ndarray, scales: Sequence[float], fl
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, kernels: CRFKernels) -> np.ndarray:
     """Dense-CRF post-processing: argmax of the mean-field marginals with unary -log(probs),
-    the kernels scaled to the image as :func:`pipeline.crf.for_image` does; uint8 (H, W)."""
+    the kernels scaled to the image as :func:`pipeline.dense_crf.for_image` does; uint8 (H, W)."""
     return dense_crf(image, probs, for_image(kernels, image)).argmax(axis=0).astype(np.uint8)
