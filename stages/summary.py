@@ -30,14 +30,16 @@ def rows(params_file: Path) -> list[tuple[str, str, str, str]]:
     segmenter = _read(SEGMENTER_METRICS)
     explain = _read(EXPLAINABILITY_METRICS)
     try:
-        method = P.load(params_file).get("cams", {}).get("method", "")
+        raw = P.load(params_file)
     except P.ParamsError:
-        method = ""
+        raw = {}
+    method = raw.get("cams", {}).get("method", "")
+    background = raw.get("evaluate", {}).get("seed_background")
     aucs = explain.get(method, {})
     val_map = classifier.get("val_map")
     out = [
         ("classifier", "val mAP (%)", _fmt(val_map * 100 if val_map is not None else None), str(CLASSIFIER_METRICS)),
-        (f"pseudo-masks ({pseudo.get('split', '?')})", f"seeds mIoU (background {_fmt(pseudo.get('seed_background', 0.2))})", _fmt(pseudo.get("seed_miou")), str(SEGMENTATION_METRICS)),
+        (f"pseudo-masks ({pseudo.get('split', '?')})", f"seeds mIoU (background {_fmt(background)})", _fmt(pseudo.get("seed_miou")), str(SEGMENTATION_METRICS)),
         ("", f"seeds mIoU at best background ({_fmt(pseudo.get('seed_best_background'))})", _fmt(pseudo.get("seed_miou_best_background")), ""),
         ("", f"CRF confident mIoU ({_fmt(pseudo.get('crf_coverage'), '%')} of pixels)", _fmt(pseudo.get("crf_confident_miou")), ""),
         ("", "random walk mIoU", _fmt(pseudo.get("random_walk_miou")), ""),
@@ -56,7 +58,7 @@ def rows(params_file: Path) -> list[tuple[str, str, str, str]]:
     return out
 
 
-def main(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file naming cams.method.")) -> None:
+def main(params_file: Path = typer.Option(Path("params.yaml"), "--params", help="Params file (cams.method, evaluate.seed_background).")) -> None:
     """Print the classifier, pseudo-mask, segmenter and explanation figures, stage times, and their files."""
     table = rows(params_file)
     widths = [max(len(row[i]) for row in table) for i in range(3)]
