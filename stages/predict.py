@@ -51,6 +51,11 @@ def main(
     torch_device = resolve_device(device)
     net, meta = load_segmenter(model, torch_device)
     out.mkdir(parents=True, exist_ok=True)
+    stems = [path.stem for path in files]
+    clashes = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if clashes:
+        raise typer.BadParameter(f"several inputs are named {clashes[0]}.* (outputs would overwrite each other); "
+                                 "predict them into separate --out folders", param_hint="IMAGES")
     failed: list[str] = []
     for path in progress(files, total=len(files), desc="predict"):
         try:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline.errors import InputError
 from pipeline.evaluation import SegmentationScore
 from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, save_checkpoint
 from pipeline.preprocess import normalise, to_tensor
@@ -161,3 +162,10 @@ def test_predict_writes_every_good_image_and_names_the_corrupt_one(classifier_pa
     assert sorted(p.name for p in out.iterdir()) == ["colour.png", "colour_overlay.png", "grey.png", "grey_overlay.png"]
     grey = np.asarray(Image.open(out / "grey.png"))
     assert grey.shape == (50, 37) and grey.max() <= len(CLASSES)
+
+
+def test_a_file_that_is_not_a_segmenter_checkpoint_ends_in_one_message(tmp_path):
+    bogus = tmp_path / "segmenter.pt"
+    bogus.write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="segmenter.pt is not a vit-wsss segmenter checkpoint"):
+        load_segmenter(bogus)

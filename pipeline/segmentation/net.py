@@ -262,7 +262,7 @@ def load_segmenter(path: str | os.PathLike, device: torch.device | str = "cpu") 
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
         meta = checkpoint["meta"]
         config = from_mapping(SegmenterConfig, {**meta["segmenter"], "weights": False}, "segmenter")
-    except (KeyError, TypeError, RuntimeError, EOFError) as error:
+    except Exception as error:  # torch.load raises pickle, zip and runtime errors for foreign or truncated files
         raise InputError(f"{path} is not a vit-wsss segmenter checkpoint ({type(error).__name__}: {error}); "
                          "rerun train_seg or pass the right --model") from error
     backbone = ViTBackbone(_vit_from_meta(meta["classifier"])) if config.backbone == "classifier" else timm_backbone(config.backbone, False)
