@@ -20,7 +20,7 @@ Same inputs give byte-identical files: no timestamps, deterministic codecs.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -213,17 +213,19 @@ class Artifact:
                 raise damaged(self.path, kind, f"array '{array_name}' lost {len(missing)} of its {len(files)} shard files (e.g. {missing[0]})")
         self.attrs: dict[str, Any] = {k: v for k, v in self.group.attrs.items() if k != MARKER}
         self.ids: list[str] = list(self.attrs.pop("ids"))
+        # Opened once: each group lookup reads metadata from disk, which dominated per-image reads.
+        self._arrays: dict[str, zarr.Array] = {name: array for name, array in self.group.arrays()}
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def names(self) -> list[str]:
-        return sorted(name for name in self.group.array_keys() if not name.endswith(SHAPE_SUFFIX))
+        return sorted(name for name in self._arrays if not name.endswith(SHAPE_SUFFIX))
 
     def array(self, name: str) -> zarr.Array:
-        if name not in self.group:
+        if name not in self._arrays:
             raise ArtifactError(f"{self.path} has no array '{name}' (it has {', '.join(self.names())})")
-        return self.group[name]
+        return self._arrays[name]
 
     def _get(self, name: str, selection: Any) -> np.ndarray:
         array = self.array(name)
@@ -235,10 +237,28 @@ class Artifact:
     def read(self, name: str, index: int) -> np.ndarray:
         """Item `index` of `name`, cropped to its true shape when the array is padded."""
         value = self._get(name, index)
-        if name + SHAPE_SUFFIX in self.group:
+        if name + SHAPE_SUFFIX in self._arrays:
             shape = self._get(name + SHAPE_SUFFIX, index)
             value = value[tuple(slice(0, int(s)) for s in shape)]
         return value
+
+    def iter_rows(self, name: str, rows: Iterable[int]) -> Iterator[np.ndarray]:
+        """Items `rows` of `name` in that order, each cropped to its true shape. A whole shard is
+        read when a row leaves the one in hand: one zarr call per shard instead of one per item
+        (about 50x fewer for ascending rows; any order is correct, ascending is fastest)."""
+        array = self.array(name)
+        shard = array.shards[0] if array.shards else array.chunks[0]
+        shapes = self.read_all(name + SHAPE_SUFFIX) if name + SHAPE_SUFFIX in self._arrays else None
+        first, block = -1, None
+        for row in rows:
+            row = int(row)
+            if block is None or not first <= row < first + shard:
+                first = row - row % shard
+                block = self._get(name, slice(first, first + shard))
+            value = block[row - first]
+            if shapes is not None:
+                value = value[tuple(slice(0, int(s)) for s in shapes[row])]
+            yield value.copy()  # not a view: it would keep the whole shard alive
 
     def read_all(self, name: str) -> np.ndarray:
         """The whole (padded) array in memory; for small per-image records."""

@@ -40,8 +40,8 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     with ArtifactWriter(OUTPUT, KIND, [crf.ids[r] for r in rows], attrs) as out:
         out.create("labels", grid, "uint8")
         out.create("codes", (len(offsets), *grid), "uint8")
-        for k, row in enumerate(progress(rows, total=len(rows), desc="aff_pairs")):
-            labels = resize_labels(crf.read("labels", row), grid)
+        for k, crf_labels in enumerate(progress(crf.iter_rows("labels", rows), total=len(rows), desc="aff_pairs")):
+            labels = resize_labels(crf_labels, grid)
             codes = pair_codes(labels, offsets)
             for kind, count in pair_counts(codes).items():
                 totals[kind] += count

@@ -31,11 +31,13 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         raise InputError(f"evaluate.split='{cfg.split}': no image of that split with a ground-truth mask is in {CAMS}; "
                          f"choose one of cams.splits ({', '.join(cams.attrs.get('splits', []) or index.splits)})")
     evaluation = PseudoLabelEvaluation(index.num_classes + 1, cfg)
-    for row in progress(rows, total=len(rows), desc="evaluate"):
+    stores = zip(rows, cams.iter_rows("cams", rows), cams.iter_rows("labels", rows),
+                 crf.iter_rows("labels", rows), refined.iter_rows("labels", rows))
+    for row, cam, cam_labels, crf_labels, walked in progress(stores, total=len(rows), desc="evaluate"):
         target = index.mask(positions[row])
-        maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
+        maps, labels = present_class_maps(cam, cam_labels)
         full = upsample_seeds(maps, target.shape)  # once per image, for every background score
-        evaluation.add(target, full, labels, crf.read("labels", row), refined.read("labels", row))
+        evaluation.add(target, full, labels, crf_labels, walked)
     metrics = evaluation.metrics()
     names = ["background", *index.class_names]
     write_json(METRICS, metrics)

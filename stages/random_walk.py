@@ -42,13 +42,14 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         out.create("labels", max_size, "uint8", max_shape=True)
         # Mean affinity of each feature cell to its radius neighbours: low on boundaries (for figures).
         out.create("affinity", affinity_grid(net, image_size, device), "float16")
+        seeds = zip(cams.iter_rows("cams", range(len(positions))), cams.iter_rows("labels", range(len(positions))))
         for start in range(0, len(positions), BATCH):
             rows = range(start, min(start + BATCH, len(positions)))
             originals = [index.image(positions[r]) for r in rows]
             batch = normalise(to_tensor([resize_square(image, image_size) for image in originals]).to(device))
             affinity = predict_affinity(net, batch, offsets).double().cpu().numpy()
             for k, row in enumerate(rows):
-                maps, labels = present_class_maps(cams.read("cams", row), cams.read("labels", row))
+                maps, labels = present_class_maps(*next(seeds))
                 mask = refine(maps, labels, affinity[k], offsets, cfg, originals[k].shape[:2])
                 out.write("labels", row, mask)
                 out.write("affinity", row, mean_affinity(affinity[k], offsets))

@@ -22,7 +22,7 @@ CURVE = SEGMENTER_CURVE
 
 
 class LazyItems:
-    """Items read one at a time when indexed (images from disk, label maps from a store)."""
+    """Items read one at a time when indexed (images from disk)."""
 
     def __init__(self, read: Callable[[int], np.ndarray], count: int) -> None:
         self.read, self.count = read, count
@@ -34,15 +34,16 @@ class LazyItems:
         return self.read(item)
 
 
-def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple[LazyItems, LazyItems]:
-    """The images of train_seg.splits and their label maps: pseudo-masks or ground truth."""
+def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple[LazyItems, list[np.ndarray]]:
+    """The images of train_seg.splits (decoded when used) and their label maps, held in memory
+    (uint8, a third of the decoded images' size): pseudo-masks or ground truth."""
     positions = index.indices(cfg.splits)
     if cfg.supervision == "ground_truth":
         positions = positions[index.has_mask[positions]]
         if len(positions) == 0:
             raise InputError(f"{source}: train_seg.supervision=ground_truth but no image of {cfg.splits} has a mask")
         return (LazyItems(lambda i: index.image(int(positions[i])), len(positions)),
-                LazyItems(lambda i: index.mask(int(positions[i])), len(positions)))
+                [index.mask(int(p)) for p in positions])
     refined = Artifact(REFINED, "refined")
     where = {image_id: row for row, image_id in enumerate(refined.ids)}
     missing = [index.ids[p] for p in positions if index.ids[p] not in where]
@@ -51,7 +52,7 @@ def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple
                          f"(e.g. {missing[0]}); train on splits that are in cams.splits")
     rows = [where[index.ids[p]] for p in positions]
     return (LazyItems(lambda i: index.image(int(positions[i])), len(positions)),
-            LazyItems(lambda i: refined.read("labels", rows[i]), len(positions)))
+            list(refined.iter_rows("labels", rows)))
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:

@@ -32,6 +32,18 @@ def test_round_trip_with_padding_and_attrs(tmp_path):
     assert store.array("labels").shape == (10, 8, 8)
 
 
+def test_iter_rows_equals_read_in_any_order(tmp_path):
+    _write(tmp_path / "a.zarr", n=10, shard_size=4)
+    store = Artifact(tmp_path / "a.zarr", "cams")
+    rows = [0, 1, 5, 9, 2, 2, 8, 3]  # ascending runs, a step back across shards, a repeat
+    for name in ("cams", "labels"):
+        items = list(store.iter_rows(name, rows))
+        assert len(items) == len(rows)
+        for row, item in zip(rows, items):
+            np.testing.assert_array_equal(item, store.read(name, row))
+    assert [item.shape for item in store.iter_rows("labels", [1, 7])] == [(2, 5), (8, 5)]  # cropped to the true shape
+
+
 def test_sharded_store_is_a_handful_of_files(tmp_path):
     _write(tmp_path / "a.zarr", n=10, shard_size=4)
     data_files = [p for p in (tmp_path / "a.zarr").rglob("*") if p.is_file() and p.name != "zarr.json"]
