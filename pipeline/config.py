@@ -24,10 +24,11 @@ class ConfigError(InputError):
 
 
 def knob(doc: str, low: float | None = None, high: float | None = None, *, length: int | None = None,
-         choices: Sequence[str] | Callable[[], Sequence[str]] | None = None) -> Any:
-    """A config field: its meaning, inclusive range (of each item, for a list), list length, and
-    allowed strings (a sequence, or a callable returning one, e.g. a registry's names)."""
-    return dataclasses.field(metadata={"doc": doc, "low": low, "high": high, "length": length, "choices": choices})
+         choices: Sequence[str] | Callable[[], Sequence[str]] | None = None, optional: bool = False) -> Any:
+    """A config field: its meaning, inclusive range (of each item, for a list), list length,
+    allowed strings (a sequence, or a callable returning one, e.g. a registry's names), and
+    whether the key may be left out (it is then None; e.g. the subsection of a format not chosen)."""
+    return dataclasses.field(metadata={"doc": doc, "low": low, "high": high, "length": length, "choices": choices, "optional": optional})
 
 
 def from_mapping(cls: type[T], raw: Any, where: str) -> T:
@@ -43,10 +44,10 @@ def from_mapping(cls: type[T], raw: Any, where: str) -> T:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ConfigError(f"unknown key '{where}.{unknown[0]}' (valid keys in '{where}': {', '.join(fields)}); check the spelling")
-    missing = [k for k in fields if k not in raw]
+    missing = [k for k in fields if k not in raw and not fields[k].metadata.get("optional")]
     if missing:
         raise ConfigError(f"key '{where}.{missing[0]}' is missing; add it (see the project's params.yaml)")
-    config = cls(**{k: check_value(raw[k], hints[k], f"{where}.{k}", fields[k].metadata) for k in fields})
+    config = cls(**{k: check_value(raw[k], hints[k], f"{where}.{k}", fields[k].metadata) if k in raw else None for k in fields})
     check = getattr(config, "check", None)
     if check is not None:
         try:

@@ -3,3 +3,7 @@
 
 class InputError(ValueError):
     """Bad user input (a file, a folder, a parameter); the message names it and the fix."""
+
+
+class DatasetError(InputError):
+    """A dataset folder or file is missing, empty or malformed; the message names the fix."""

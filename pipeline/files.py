@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:
@@ -50,3 +51,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def id_filename(image_id: str) -> str:
+    """A file name (no folders) for an image id: ids from a folder dataset hold "/" ("cats/001").
+    Percent-encoding is one-to-one, so two ids never share a file; VOC and COCO ids are unchanged."""
+    return quote(image_id, safe="")

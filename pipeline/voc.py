@@ -27,12 +27,15 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import InputError
+from pipeline.config import knob
+from pipeline.errors import DatasetError
+from pipeline.sources.base import check_mask, class_names_file, image_size, read_image
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -43,10 +46,6 @@ IGNORE = 255
 
 _SPLIT_DIR = Path("ImageSets") / "Segmentation"
 _MAX_LISTED = 5  # ids named in an error message before "... and N more"
-
-
-class DatasetError(InputError):
-    """A dataset folder or file is missing, empty or malformed; the message names the fix."""
 
 
 def _voc_colour_map() -> np.ndarray:
@@ -118,42 +117,32 @@ def _rgb_to_index(rgb: np.ndarray, path: Path) -> np.ndarray:
 
 def read_class_names(root: str | Path) -> tuple[str, ...]:
     """Foreground class names from ``<root>/class_names.txt`` if present, else VOC_CLASSES."""
-    path = Path(root) / "class_names.txt"
-    if not path.is_file():
-        return VOC_CLASSES
-    names = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
-    if not names:
-        raise DatasetError(f"{path} is empty; list the foreground class names, one a line, or delete it to use VOC's")
-    if len(set(names)) != len(names):
-        raise DatasetError(f"{path} names a class twice; each class once, in label order")
-    if "background" in names:
-        raise DatasetError(f"{path} lists 'background'; list foreground classes only (index 0 is background)")
-    if len(names) > 254:
-        raise DatasetError(f"{path} lists {len(names)} classes; uint8 masks hold at most 254 (255 is ignore)")
-    return names
+    return class_names_file(Path(root)) or VOC_CLASSES
 
 
-class VOCDataset:
-    """An index over one split of a VOC-layout folder; pixels are read on demand.
+@dataclass(frozen=True)
+class VOCConfig:
+    """The ``dataset.voc`` subsection."""
 
-    Construction validates the folder, the split file and that every image exists, so a
-    broken dataset fails before any stage does work. Unreadable files are reported when read.
-    The per-image methods take any id under the root, not only this split's.
+    use_aug: bool = knob("also read masks from SegmentationClassAug/ (SBD) where SegmentationClass/ has none")
+
+
+class VOCSource:
+    """A VOC-layout folder; each split file under ImageSets/Segmentation/ is a split.
+
+    Masks: ``SegmentationClass/`` (with VOC's 255 boundary band) wherever an image has one,
+    ``SegmentationClassAug/`` (SBD) only where it does not and ``use_aug`` is set: the standard
+    protocol scores train against the official masks and reads SBD's for the rest of train_aug.
+    The per-image methods take any id under the root, whatever its split.
     """
 
-    def __init__(self, root: str | Path, split: str, use_aug: bool = False) -> None:
+    masks_are_files = True
+
+    def __init__(self, root: str | Path, config: VOCConfig | None = None) -> None:
         self.root = Path(root)
-        self.split = split
-        self.use_aug = use_aug
+        self.use_aug = config.use_aug if config is not None else False
         _check_root(self.root)
         self.class_names: tuple[str, ...] = read_class_names(self.root)
-        self.ids: tuple[str, ...] = _read_split(self.root, split)
-        missing = [i for i in self.ids if not self._image_path(i).is_file()]
-        if missing:
-            raise DatasetError(
-                f"{len(missing)} of {len(self.ids)} ids in split {split!r} have no image "
-                f"{self.root / 'JPEGImages'}/<id>.jpg: {_listing(missing)}; "
-                "restore the images or remove those ids from the split file")
         self._class_index = {name: k for k, name in enumerate(self.class_names)}
 
     @property
@@ -161,50 +150,34 @@ class VOCDataset:
         """K, the number of foreground classes (label vector length)."""
         return len(self.class_names)
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    def split_ids(self, split: str) -> tuple[str, ...]:
+        """The ids of ImageSets/Segmentation/<split>.txt; stops if any has no image."""
+        ids = _read_split(self.root, split)
+        missing = [i for i in ids if not (self.root / self.image_file(i)).is_file()]
+        if missing:
+            raise DatasetError(
+                f"{len(missing)} of {len(ids)} ids in split {split!r} have no image "
+                f"{self.root / 'JPEGImages'}/<id>.jpg: {_listing(missing)}; "
+                "restore the images or remove those ids from the split file")
+        return ids
 
-    def __repr__(self) -> str:
-        return f"VOCDataset(root={str(self.root)!r}, split={self.split!r}, {len(self)} images, K={self.num_classes})"
+    def image_file(self, image_id: str) -> str:
+        return f"JPEGImages/{image_id}.jpg"
 
     def image(self, image_id: str) -> np.ndarray:
-        """The image as uint8 HxWx3 RGB; greyscale, CMYK, palette and alpha images are converted."""
-        path = self._image_path(image_id)
-        try:
-            with Image.open(path) as image:
-                # convert() decodes; alpha is dropped, not composited, as VOC has none to honour.
-                rgb = image.convert("RGB") if image.mode != "RGB" else image.copy()
-        except (OSError, UnidentifiedImageError) as error:
-            raise DatasetError(f"cannot read image {path}: {error}; "
-                               f"re-download it or remove {image_id!r} from the split file") from error
-        return np.asarray(rgb, dtype=np.uint8)
+        """The image as uint8 HxWx3 RGB (:func:`pipeline.sources.base.read_image`)."""
+        return read_image(self.root / self.image_file(image_id))
 
     def size(self, image_id: str) -> tuple[int, int]:
         """(height, width) from the image header, without decoding the pixels."""
-        path = self._image_path(image_id)
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except (OSError, UnidentifiedImageError) as error:
-            raise DatasetError(f"cannot read image {path}: {error}; "
-                               f"re-download it or remove {image_id!r} from the split file") from error
-        return height, width
+        return image_size(self.root / self.image_file(image_id))
 
     def mask(self, image_id: str) -> np.ndarray | None:
         """The uint8 HxW label mask, or None where the image has none (e.g. VOC test images)."""
         path = self._mask_path(image_id)
         if path is None:
             return None
-        mask = load_label_png(path)
-        height, width = self.size(image_id)
-        if mask.shape != (height, width):
-            raise DatasetError(f"mask {path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
-                               f"{width}x{height}; they must match")
-        bad = np.unique(mask[(mask > self.num_classes) & (mask != IGNORE)])
-        if bad.size:
-            raise DatasetError(f"mask {path} has values {bad.tolist()} beyond the {self.num_classes} classes; "
-                               "check class_names.txt matches the masks")
-        return mask
+        return check_mask(load_label_png(path), self.size(image_id), self.num_classes, str(path))
 
     def has_mask(self, image_id: str) -> bool:
         """Whether the image has a label mask, without reading it."""
@@ -229,14 +202,11 @@ class VOCDataset:
             vector[present.astype(np.int64) - 1] = 1
         return vector
 
-    def _image_path(self, image_id: str) -> Path:
-        return self.root / "JPEGImages" / f"{image_id}.jpg"
-
     def _xml_path(self, image_id: str) -> Path:
         return self.root / "Annotations" / f"{image_id}.xml"
 
     def _mask_path(self, image_id: str) -> Path | None:
-        folders = ("SegmentationClassAug", "SegmentationClass") if self.use_aug else ("SegmentationClass",)
+        folders = ("SegmentationClass", "SegmentationClassAug") if self.use_aug else ("SegmentationClass",)
         for folder in folders:
             path = self.root / folder / f"{image_id}.png"
             if path.is_file():
@@ -253,6 +223,25 @@ class VOCDataset:
             raise DatasetError(f"cannot parse annotation {path}: {error}; fix or delete it "
                                "(labels then come from the mask)") from error
         return [(obj.findtext("name") or "").strip() for obj in tree.getroot().findall("object")]
+
+
+class VOCDataset(VOCSource):
+    """One split of a VOC-layout folder: :class:`VOCSource` plus that split's ``ids``.
+
+    Construction validates the folder, the split file and that every image exists, so a
+    broken dataset fails before any stage does work. Unreadable files are reported when read.
+    """
+
+    def __init__(self, root: str | Path, split: str, use_aug: bool = False) -> None:
+        super().__init__(root, VOCConfig(use_aug=use_aug))
+        self.split = split
+        self.ids: tuple[str, ...] = self.split_ids(split)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"VOCDataset(root={str(self.root)!r}, split={self.split!r}, {len(self)} images, K={self.num_classes})"
 
 
 def _check_root(root: Path) -> None:

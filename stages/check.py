@@ -12,7 +12,7 @@ from pipeline.affinity.train import AffinityTrainConfig
 from pipeline.cams import CamsConfig
 from pipeline.classifier import ClassifierConfig
 from pipeline.crf import CRFConfig
-from pipeline.dataset_index import DatasetConfig, check_files, index_entries
+from pipeline.indexing import DatasetConfig, check_files, open_source, split_membership
 from pipeline.errors import InputError
 from pipeline.evaluation import EvaluateConfig
 from pipeline.explain_eval import ExplainEvalConfig
@@ -60,7 +60,7 @@ def across_sections(params: StageParams) -> list[str]:
 
 
 def main(params_file: Path = PARAMS_OPTION) -> None:
-    """Check every params.yaml section (types, ranges, unknown keys) and decode every image and mask of dataset.root."""
+    """Check every params.yaml section (types, ranges, unknown keys) and decode every image and mask of the dataset."""
     params = StageParams(params_file)
     problems = []
     for name in sorted(set(params.raw) - set(SECTIONS) - set(TOP_LEVEL_VALUES)):
@@ -83,7 +83,8 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     if Path(dataset.root) == SYNTHETIC and not SYNTHETIC.exists():
         echo(f"check: {SYNTHETIC} is made by the synthetic stage; the dataset stage decodes and checks its files")
         return
-    entries = index_entries(dataset)
-    records = check_files(entries, lambda items: progress(items, total=len(items), desc="check"))
+    source = open_source(dataset)
+    ids, _ = split_membership(source, dataset)
+    records = check_files(source, ids, lambda items: progress(items, total=len(items), desc="check"))
     masks = sum(record.has_mask for record in records)
     echo(f"check: {dataset.root}: {len(records)} images decoded, {masks} masks match their images, no problems")

@@ -69,6 +69,8 @@ for _name, _module, _description in STAGES:
 app.command("check", help="Validate every section of params.yaml and decode every image and mask of the dataset.")(
     _friendly_errors(_stage_command("stages.check")))
 app.command("code-deps", help="Write each stage's code deps (its import closure) into dvc.yaml.")(_tool_command("stages.code_deps"))
+app.command("preset", help="Lay a preset (configs/*.yaml) over params.yaml, validate every section, then write it.")(
+    _friendly_errors(_tool_command("stages.preset")))
 
 
 @app.command("methods")

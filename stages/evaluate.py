@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.artifacts import Artifact, require_same_ids
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.evaluation import EvaluateConfig, PseudoLabelEvaluation
+from pipeline.ground_truth import GroundTruth
 from pipeline.progress import progress
 from pipeline.seeds import cam_positions, present_class_maps, upsample_seeds
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import CAMS, CONFUSION, CRF_LABELS, DATASET, PER_CLASS_IOU, REFINED, SEGMENTATION_METRICS
+from stages.paths import CAMS, CONFUSION, CRF_LABELS, DATASET, MASKS, PER_CLASS_IOU, REFINED, SEGMENTATION_METRICS
 
 METRICS = SEGMENTATION_METRICS
 PER_CLASS = PER_CLASS_IOU
@@ -20,26 +23,33 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     """Confusion matrices over evaluate.split (255 ignored) -> metrics/segmentation.json, per-class IoU table."""
     params = StageParams(params_file)
     cfg = params.section("evaluate", EvaluateConfig)
-    index = DatasetIndex(DATASET)
+    index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     cams, crf, refined = Artifact(CAMS, "cams"), Artifact(CRF_LABELS, "crf_labels"), Artifact(REFINED, "refined")
     positions = cam_positions(index, cams)
     require_same_ids(cams, crf)
     require_same_ids(cams, refined)
-    split = index.splits.index(cfg.split) if cfg.split in index.splits else None
-    rows = [r for r, p in enumerate(positions) if split is not None and index.split_of[p] == split and index.has_mask[p]]
-    if not rows:
-        raise InputError(f"evaluate.split='{cfg.split}': no image of that split with a ground-truth mask is in {CAMS}; "
+    in_split = index.in_split(cfg.split) if cfg.split in index.splits else np.zeros(len(index.ids), dtype=bool)
+    in_cams = [r for r, p in enumerate(positions) if in_split[p]]
+    if not in_cams:
+        raise InputError(f"evaluate.split='{cfg.split}': no image of that split is in {CAMS}; "
                          f"choose one of cams.splits ({', '.join(cams.attrs.get('splits', []) or index.splits)})")
+    names = ["background", *index.class_names]
+    rows = [r for r in in_cams if cams.ids[r] in truth]
+    if not rows:
+        note = f"no ground truth for split {cfg.split}"
+        write_json(METRICS, {"split": cfg.split, "images": 0, "note": note})
+        write_csv(PER_CLASS, [{"class": n, "seed": None, "crf_confident": None, "random_walk": None} for n in names])
+        write_json(CONFUSION, {"note": note})
+        echo(f"evaluate: {note}; {len(in_cams)} pseudo-masks made, nothing scored")
+        return
     evaluation = PseudoLabelEvaluation(index.num_classes + 1, cfg)
-    stores = zip(rows, cams.iter_rows("cams", rows), cams.iter_rows("labels", rows),
+    stores = zip(truth.masks([cams.ids[r] for r in rows]), cams.iter_rows("cams", rows), cams.iter_rows("labels", rows),
                  crf.iter_rows("labels", rows), refined.iter_rows("labels", rows))
-    for row, cam, cam_labels, crf_labels, walked in progress(stores, total=len(rows), desc="evaluate"):
-        target = index.mask(positions[row])
+    for target, cam, cam_labels, crf_labels, walked in progress(stores, total=len(rows), desc="evaluate"):
         maps, labels = present_class_maps(cam, cam_labels)
         full = upsample_seeds(maps, target.shape)  # once per image, for every background score
         evaluation.add(target, full, labels, crf_labels, walked)
     metrics = evaluation.metrics()
-    names = ["background", *index.class_names]
     write_json(METRICS, metrics)
     write_csv(PER_CLASS, evaluation.per_class(names))
     write_json(CONFUSION, evaluation.confusion(names))

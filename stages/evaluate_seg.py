@@ -10,13 +10,14 @@ from pipeline.artifacts import ArtifactWriter
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.evaluation import SegmentationScore
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, id_filename
+from pipeline.ground_truth import GroundTruth
 from pipeline.progress import progress
 from pipeline.segmentation.infer import EvaluateSegConfig, crf_labels, predict_probs
 from pipeline.segmentation.net import load_segmenter
 from pipeline.voc import save_label_png
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import DATASET, SEG_PREDICTIONS, SEG_PREDICTION_PNGS, SEGMENTER, SEGMENTER_METRICS, SEGMENTER_PER_CLASS_IOU
+from stages.paths import DATASET, MASKS, SEG_PREDICTIONS, SEG_PREDICTION_PNGS, SEGMENTER, SEGMENTER_METRICS, SEGMENTER_PER_CLASS_IOU
 
 OUTPUT = SEG_PREDICTIONS
 PNG_DIR = SEG_PREDICTION_PNGS
@@ -33,22 +34,33 @@ def _scores(score: SegmentationScore, names: list[str]) -> dict[str, object]:
     }
 
 
+def check_held_out(index: DatasetIndex, split: str, trained_on: dict) -> None:
+    """Stop when the images scored were seen with pixel supervision (train_seg.supervision: ground_truth)."""
+    if trained_on.get("supervision") != "ground_truth":
+        return
+    seen = index.in_split(split) & np.isin(np.arange(len(index.ids)), index.indices(trained_on["splits"]))
+    if seen.any():
+        raise InputError(f"evaluate_seg.split='{split}': {int(seen.sum())} of its images were in the segmenter's ground-truth training "
+                         f"splits {trained_on['splits']}; score a split it did not train on, or train on splits without these images")
+
+
 def main(params_file: Path = PARAMS_OPTION) -> None:
     """Predictions -> data/seg_predictions.zarr and PNGs, metrics/segmenter.json, per-class IoU plot."""
     params = StageParams(params_file)
     cfg = params.section("evaluate_seg", EvaluateSegConfig)
     device = params.device()
-    index = DatasetIndex(DATASET)
+    index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     positions = index.indices([cfg.split])
-    positions = positions[index.has_mask[positions]]
     if len(positions) == 0:
-        raise InputError(f"{params.source}: evaluate_seg.split='{cfg.split}' has no image with a ground-truth mask")
+        raise InputError(f"{params.source}: evaluate_seg.split='{cfg.split}' has no image")
     net, meta = load_segmenter(SEGMENTER, device)
     names = ["background", *index.class_names]
     if meta["class_names"] != names:
         raise InputError(f"{SEGMENTER} predicts {meta['class_names']} but {DATASET} has {names}; rerun train_seg")
+    check_held_out(index, cfg.split, meta.get("trained_on", {}))
     scores = {variant: SegmentationScore(len(names)) for variant in VARIANTS}
     ids = [index.ids[p] for p in positions]
+    scored = sum(image_id in truth for image_id in ids)
     max_size = tuple(int(v) for v in index.sizes[positions].max(axis=0))
     attrs = {"class_names": index.class_names, "split": cfg.split, "scales": cfg.scales, "flip": cfg.flip,
              "values": "0 background, k class k; labels: the network, labels_crf: after the dense CRF"}
@@ -57,17 +69,25 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         out.create("labels", max_size, "uint8", max_shape=True)
         out.create("labels_crf", max_size, "uint8", max_shape=True)
         for row, position in enumerate(progress(positions, total=len(positions), desc="evaluate_seg")):
-            image, target = index.image(int(position)), index.mask(int(position))
+            image = index.image(int(position))
             probs = predict_probs(net, image, cfg.scales, cfg.flip, device)
             predictions = {"network": probs.argmax(axis=0).astype(np.uint8), "network_crf": crf_labels(image, probs, cfg.crf)}
-            for variant, prediction in predictions.items():
-                scores[variant].add(prediction, target)
+            if ids[row] in truth:
+                target = truth.mask(ids[row])
+                for variant, prediction in predictions.items():
+                    scores[variant].add(prediction, target)
             out.write("labels", row, predictions["network"])
             out.write("labels_crf", row, predictions["network_crf"])
-            save_label_png(png_tmp / f"{ids[row]}.png", predictions["network"])
-            save_label_png(png_tmp / "crf" / f"{ids[row]}.png", predictions["network_crf"])
+            save_label_png(png_tmp / f"{id_filename(ids[row])}.png", predictions["network"])
+            save_label_png(png_tmp / "crf" / f"{id_filename(ids[row])}.png", predictions["network_crf"])
+    if not scored:
+        note = f"no ground truth for split {cfg.split}"
+        write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": 0, "predicted": len(ids), "note": note})
+        write_csv(SEGMENTER_PER_CLASS_IOU, [{"class": n, "network": None, "network_crf": None} for n in names])
+        echo(f"evaluate_seg: {len(ids)} {cfg.split} images predicted -> {PNG_DIR}/; {note}, nothing scored")
+        return
     network, with_crf = _scores(scores["network"], names), _scores(scores["network_crf"], names)
-    write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": len(ids), **network, "crf": with_crf})
+    write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": scored, **network, "crf": with_crf})
     write_csv(SEGMENTER_PER_CLASS_IOU, [{"class": n, "network": network["per_class_iou"][n], "network_crf": with_crf["per_class_iou"][n]}
                                         for n in names])
-    echo(f"evaluate_seg: {cfg.split} mIoU {network['miou']:.2f} (with CRF {with_crf['miou']:.2f}) on {len(ids)} images -> {SEGMENTER_METRICS}")
+    echo(f"evaluate_seg: {cfg.split} mIoU {network['miou']:.2f} (with CRF {with_crf['miou']:.2f}) on {scored} images -> {SEGMENTER_METRICS}")

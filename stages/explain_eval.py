@@ -15,24 +15,29 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.explain import explain
 from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
+from pipeline.ground_truth import GroundTruth
 from pipeline.labels import resize_labels
 from pipeline.models import build_classifier, load_classifier
 from pipeline.progress import progress_bar
 from pipeline.cams import require_method
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import CLASSIFIER, DATASET, EXPLAINABILITY_METRICS, PERTURBATION_CURVES
+from stages.paths import CLASSIFIER, DATASET, EXPLAINABILITY_METRICS, MASKS, PERTURBATION_CURVES
 
 METRICS = EXPLAINABILITY_METRICS
 CURVES = PERTURBATION_CURVES
 
 
-def dataset_batches(index: DatasetIndex, positions: np.ndarray, size: int, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Unnormalised [0, 1] images, multi-hot labels and masks (nearest-resized) of the built-in/VOC set."""
+def dataset_batches(index: DatasetIndex, positions: np.ndarray, size: int, batch_size: int,
+                    truth: GroundTruth | None) -> Iterator[dict[str, torch.Tensor]]:
+    """Unnormalised [0, 1] images, multi-hot labels and, given ground truth, masks (nearest-resized)."""
     for start in range(0, len(positions), batch_size):
         part = positions[start : start + batch_size]
         images = to_tensor([resize_square(index.image(int(p)), size) for p in part]).float() / 255.0
-        masks = torch.from_numpy(np.stack([resize_labels(index.mask(int(p)), (size, size)) for p in part]))
-        yield {"images": images, "labels": torch.from_numpy(index.labels[part]).long(), "masks": masks}
+        batch = {"images": images, "labels": torch.from_numpy(index.labels[part]).long()}
+        if truth is not None:
+            masks = truth.masks([index.ids[int(p)] for p in part])
+            batch["masks"] = torch.from_numpy(np.stack([resize_labels(m, (size, size)) for m in masks]))
+        yield batch
 
 
 def summarise(result: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -54,25 +59,31 @@ def _limit(n: int, max_images: int) -> int:
     return n if max_images == 0 else min(n, max_images)
 
 
-def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, dict[str, Any]]:
-    index = DatasetIndex(DATASET)
+def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """Each method's results on explain_eval.split, and a note when the segmentation test could not run."""
+    index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     model, meta = load_classifier(CLASSIFIER, device)
-    positions = [p for p in index.indices([cfg.split]) if index.has_mask[p]]
+    in_split = [int(p) for p in index.indices([cfg.split])]
+    with_mask = [p for p in in_split if index.ids[p] in truth]
+    # Without ground truth the perturbation test still runs (it needs image labels only).
+    segment = bool(with_mask)
+    positions = with_mask if segment else in_split
     positions = np.array(positions[: _limit(len(positions), cfg.max_images)], dtype=np.int64)
     if len(positions) == 0:
-        raise InputError(f"explain_eval.split='{cfg.split}' has no image with a ground-truth mask")
+        raise InputError(f"explain_eval.split='{cfg.split}' has no image; choose a split of dataset.splits")
     for method in cfg.methods:
         require_method(model, method, "explain_eval.methods")
     results = {}
     for method in cfg.methods:
         bar = progress_bar(len(positions), desc=f"explain_eval {method}")
         results[method] = evaluate_method(
-            model, dataset_batches(index, positions, meta["image_size"], cfg.batch_size), normalise,
+            model, dataset_batches(index, positions, meta["image_size"], cfg.batch_size, truth if segment else None), normalise,
             partial(explain, model, method=method, start_layer=cfg.start_layer),
-            rule="multi_label", max_batch=cfg.max_forward_batch, progress=bar.update,
+            rule="multi_label", segmentation_mode="predicted" if segment else None, max_batch=cfg.max_forward_batch, progress=bar.update,
         )
         bar.close()
-    return results
+    note = None if segment else f"segmentation test skipped: no ground truth for split {cfg.split}"
+    return results, note
 
 
 def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, dict[str, Any]]:
@@ -107,8 +118,11 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     params = StageParams(params_file)
     cfg = params.section("explain_eval", ExplainEvalConfig)
     device = params.device()
-    results = run_on_dataset(cfg, device) if cfg.source == "dataset" else run_on_imagenet(cfg, device)
+    results, note = run_on_dataset(cfg, device) if cfg.source == "dataset" else (run_on_imagenet(cfg, device), None)
     metrics: dict[str, Any] = {"source": cfg.source}
+    if note:
+        metrics["segmentation_test"] = note
+        echo(f"explain_eval: {note}")
     CURVES.mkdir(parents=True, exist_ok=True)
     for stale in CURVES.glob("*.csv"):
         stale.unlink()

@@ -3,6 +3,7 @@ from pathlib import Path
 
 SYNTHETIC = Path("data/synthetic")
 DATASET = Path("data/dataset.zarr")
+MASKS = Path("data/masks.zarr")
 CLASSIFIER = Path("data/models/classifier.pt")
 CAMS = Path("data/cams.zarr")
 CRF_LABELS = Path("data/crf_labels.zarr")

@@ -9,7 +9,7 @@ from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.progress import progress_bar
-from pipeline.files import atomic_path
+from pipeline.files import atomic_path, id_filename
 from pipeline.random_walk import RandomWalkConfig, refine
 from pipeline.seeds import cam_positions, present_class_maps
 from pipeline.voc import save_label_png
@@ -53,7 +53,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
                 mask = refine(maps, labels, affinity[k], offsets, cfg, originals[k].shape[:2])
                 out.write("labels", row, mask)
                 out.write("affinity", row, mean_affinity(affinity[k], offsets))
-                save_label_png(png_tmp / f"{cams.ids[row]}.png", mask)
+                save_label_png(png_tmp / f"{id_filename(cams.ids[row])}.png", mask)
             bar.update(len(rows))
     bar.close()
     echo(f"random_walk: {len(positions)} pseudo-masks -> {OUTPUT}, {PNG_DIR}/")

@@ -11,11 +11,12 @@ import numpy as np
 
 from pipeline.artifacts import Artifact
 from pipeline.dataset_index import DatasetIndex
+from pipeline.ground_truth import GroundTruth
 from pipeline.figures import ReportConfig, colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
 from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages.common import PARAMS_OPTION, StageParams, echo, write_text
 from stages.paths import (AFFINITY_CURVE, CAMS, CLASSIFIER_CURVE, CLASSIFIER_METRICS, CRF_LABELS, DATASET, EXPLAINABILITY_METRICS,
-                          PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEG_PREDICTIONS, SEGMENTATION_METRICS, SEGMENTER_CURVE,
+                          MASKS, PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEG_PREDICTIONS, SEGMENTATION_METRICS, SEGMENTER_CURVE,
                           SEGMENTER_METRICS)
 
 OUTPUT = REPORT
@@ -51,11 +52,17 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _picture_cells(pictures: list[np.ndarray | None]) -> str:
+    return "".join(f"<td><img src='{png_data_uri(p)}' alt=''></td>" if p is not None else "<td>–</td>" for p in pictures)
+
+
 def segmentation_section() -> str:
     metrics = _read_json(SEGMENTATION_METRICS)
     per_class = _read_csv(PER_CLASS_IOU)
     if not metrics:
         return "<p>No segmentation metrics yet.</p>"
+    if "note" in metrics:  # no ground truth for the evaluated split
+        return f"<p>{html.escape(metrics['note'])}.</p>"
     summary = table(["", "mIoU (%)"], [["seeds", metrics["seed_miou"]], ["CRF confident labels (on labelled pixels)", metrics["crf_confident_miou"]],
                                         ["random walk", metrics["random_walk_miou"]]])
     extra = f"<p>CRF labels cover {metrics['crf_coverage']:.1f}% of pixels at {metrics['crf_pixel_precision']:.1f}% pixel precision; {metrics['images']} {html.escape(metrics['split'])} images.</p>"
@@ -69,6 +76,8 @@ def segmenter_section(count: int) -> str:
     metrics, pseudo = _read_json(SEGMENTER_METRICS), _read_json(SEGMENTATION_METRICS)
     if not metrics:
         return "<p>No segmenter metrics yet.</p>"
+    if "note" in metrics:
+        return f"<p>{html.escape(metrics['note'])}.</p>"
     split = html.escape(metrics["split"])
     summary = table(["", "mIoU (%)", "pixel accuracy (%)"], [
         [f"random-walk pseudo-masks ({html.escape(pseudo.get('split', '?'))}, the training targets)", pseudo.get("random_walk_miou"), None],
@@ -77,16 +86,14 @@ def segmenter_section(count: int) -> str:
     ])
     per_class = table(["class", "IoU", "IoU with CRF"], [[name, iou, metrics["crf"]["per_class_iou"][name]]
                                                          for name, iou in metrics["per_class_iou"].items()])
-    index = DatasetIndex(DATASET)
+    index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     predictions = Artifact(SEG_PREDICTIONS, "seg_predictions")
     where = {image_id: i for i, image_id in enumerate(index.ids)}
     lines = []
     for row, image_id in enumerate(predictions.ids[:count]):
-        position = where[image_id]
-        pictures = [index.image(position), colour_labels(predictions.read("labels", row)),
-                    colour_labels(predictions.read("labels_crf", row)), colour_labels(index.mask(position))]
-        cells = "".join(f"<td><img src='{png_data_uri(p)}' alt=''></td>" for p in pictures)
-        lines.append(f"<tr><td>{html.escape(image_id)}</td>{cells}</tr>")
+        pictures = [index.image(where[image_id]), colour_labels(predictions.read("labels", row)),
+                    colour_labels(predictions.read("labels_crf", row)), colour_labels(truth.mask(image_id))]
+        lines.append(f"<tr><td>{html.escape(image_id)}</td>{_picture_cells(pictures)}</tr>")
     header = "".join(f"<th>{h}</th>" for h in ("id", "image", "prediction", "prediction + CRF", "ground truth"))
     return (summary + f"<p>{metrics['images']} {split} images; multi-scale and flip averaged.</p>" + per_class
             + f"<table class='gallery'><tr>{header}</tr>{''.join(lines)}</table>")
@@ -94,9 +101,10 @@ def segmenter_section(count: int) -> str:
 
 def explanation_section() -> str:
     metrics = _read_json(EXPLAINABILITY_METRICS)
-    methods = [m for m in metrics if m != "source"]
+    methods = [m for m, v in metrics.items() if isinstance(v, dict)]
     if not methods:
         return "<p>No explanation metrics yet.</p>"
+    skipped = f"<p>{html.escape(metrics['segmentation_test'])}.</p>" if "segmentation_test" in metrics else ""
     perturbation = table(["method", "pos. AUC pred. ↓", "neg. AUC pred. ↑", "pos. AUC target ↓", "neg. AUC target ↑"],
                          [[m, metrics[m].get("positive_auc_predicted"), metrics[m].get("negative_auc_predicted"),
                            metrics[m].get("positive_auc_target"), metrics[m].get("negative_auc_target")] for m in methods])
@@ -110,7 +118,7 @@ def explanation_section() -> str:
             series = {k: [float(r[k]) if r[k] else None for r in rows] for k in rows[0] if k != "fraction"}
             charts.append(line_chart_svg(x, series, f"{m}: accuracy (%) vs fraction removed"))
     return (f"<h3>Perturbation test (source: {html.escape(str(metrics['source']))})</h3>" + perturbation
-            + "<h3>Segmentation test</h3>" + segmentation + f"<div class='charts'>{''.join(charts)}</div>")
+            + "<h3>Segmentation test</h3>" + (skipped or segmentation) + f"<div class='charts'>{''.join(charts)}</div>")
 
 
 def curves_section() -> str:
@@ -127,11 +135,11 @@ def curves_section() -> str:
 
 
 def gallery_section(count: int, split: str) -> str:
-    index = DatasetIndex(DATASET)
+    index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     cams, crf, refined = Artifact(CAMS, "cams"), Artifact(CRF_LABELS, "crf_labels"), Artifact(REFINED, "refined")
     positions = cam_positions(index, cams)
-    wanted = index.splits.index(split) if split in index.splits else -1
-    rows = [r for r, p in enumerate(positions) if index.split_of[p] == wanted and index.has_mask[p]][:count]
+    in_split = index.in_split(split) if split in index.splits else np.zeros(len(index.ids), dtype=bool)
+    rows = [r for r, p in enumerate(positions) if in_split[p]][:count]
     header = "".join(f"<th>{h}</th>" for h in ("image", "seed map", "CRF confident labels", "affinity (mean to neighbours)", "refined mask", "ground truth"))
     lines = []
     for row in rows:
@@ -139,9 +147,10 @@ def gallery_section(count: int, split: str) -> str:
         size = image.shape[:2]
         seeds, _ = full_resolution_seeds(cams, row, size)
         affinity = refined.read("affinity", row).astype(np.float32)
-        pictures = [image, seed_overlay(image, seeds), colour_labels(crf.read("labels", row)),
-                    resize_smooth(heatmap(affinity), size), colour_labels(refined.read("labels", row)), colour_labels(index.mask(positions[row]))]
-        cells = "".join(f"<td><img src='{png_data_uri(p)}' alt=''></td>" for p in pictures)
+        image_id = index.ids[positions[row]]
+        pictures = [image, seed_overlay(image, seeds), colour_labels(crf.read("labels", row)), resize_smooth(heatmap(affinity), size),
+                    colour_labels(refined.read("labels", row)), colour_labels(truth.mask(image_id)) if image_id in truth else None]
+        cells = _picture_cells(pictures)
         names = ", ".join(index.class_names[k] for k in np.nonzero(index.labels[positions[row]])[0])
         lines.append(f"<tr><td>{html.escape(index.ids[positions[row]])}<br><small>{html.escape(names)}</small></td>{cells}</tr>")
     return f"<table class='gallery'><tr><th>id</th>{header}</tr>{''.join(lines)}</table>"

@@ -29,7 +29,7 @@ def main(
     image = index.image(index.ids.index(image_id))
     seeds, labels = full_resolution_seeds(cams, row, image.shape[:2])
     panels = [image] + [seed_overlay(image, seed[None]) for seed in seeds]
-    out = out or Path(f"{image_id}_seeds.png")
+    out = out or Path(f"{id_filename(image_id)}_seeds.png")
     Image.fromarray(np.concatenate(panels, axis=1)).save(out)
     names = [index.class_names[k - 1] for k in labels]
     echo(f"show: {out} (image, then {', '.join(names) or 'no class'})")

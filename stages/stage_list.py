@@ -7,7 +7,8 @@ from __future__ import annotations
 
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("synthetic", "stages.synthetic", "Generate the built-in shapes dataset in VOC layout (data/synthetic)."),
-    ("dataset", "stages.dataset", "Index and validate a VOC-layout folder into data/dataset.zarr (ids, splits, labels, sizes)."),
+    ("dataset", "stages.dataset", "Index and validate a VOC, COCO or folder+CSV dataset into data/dataset.zarr (ids, splits, labels, sizes)."),
+    ("masks", "stages.masks", "Ground-truth masks, read or rasterised, into data/masks.zarr (evaluation only)."),
     ("train_cls", "stages.train_cls", "Train the ViT multi-label classifier (data/models/classifier.pt)."),
     ("cams", "stages.cams", "Relevance seeds per present class on the token grid (data/cams.zarr)."),
     ("crf_labels", "stages.crf_labels", "Dense-CRF confident foreground/background labels (data/crf_labels.zarr)."),

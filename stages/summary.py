@@ -37,17 +37,25 @@ def rows(params_file: Path) -> list[tuple[str, str, str, str]]:
     background = raw.get("evaluate", {}).get("seed_background")
     aucs = explain.get(method, {})
     val_map = classifier.get("val_map")
-    out = [
-        ("classifier", "val mAP (%)", _fmt(val_map * 100 if val_map is not None else None), str(CLASSIFIER_METRICS)),
-        (f"pseudo-masks ({pseudo.get('split', '?')})", f"seeds mIoU (background {_fmt(background)})", _fmt(pseudo.get("seed_miou")), str(SEGMENTATION_METRICS)),
+    pseudo_group, segmenter_group = f"pseudo-masks ({pseudo.get('split', '?')})", f"segmenter ({segmenter.get('split', '?')})"
+    # Without ground truth the evaluation stages write a note instead of scores: show it.
+    pseudo_rows = [(pseudo_group, pseudo["note"], "–", str(SEGMENTATION_METRICS))] if "note" in pseudo else [
+        (pseudo_group, f"seeds mIoU (background {_fmt(background)})", _fmt(pseudo.get("seed_miou")), str(SEGMENTATION_METRICS)),
         ("", f"seeds mIoU at best background ({_fmt(pseudo.get('seed_best_background'))})", _fmt(pseudo.get("seed_miou_best_background")), ""),
         ("", f"CRF confident mIoU ({_fmt(pseudo.get('crf_coverage'), '%')} of pixels)", _fmt(pseudo.get("crf_confident_miou")), ""),
         ("", "random walk mIoU", _fmt(pseudo.get("random_walk_miou")), ""),
-        (f"segmenter ({segmenter.get('split', '?')})", "mIoU", _fmt(segmenter.get("miou")), str(SEGMENTER_METRICS)),
+    ]
+    segmenter_rows = [(segmenter_group, segmenter["note"], "–", str(SEGMENTER_METRICS))] if "note" in segmenter else [
+        (segmenter_group, "mIoU", _fmt(segmenter.get("miou")), str(SEGMENTER_METRICS)),
         ("", "mIoU with dense CRF", _fmt(segmenter.get("crf", {}).get("miou")), ""),
+    ]
+    out = [
+        ("classifier", "val mAP (%)", _fmt(val_map * 100 if val_map is not None else None), str(CLASSIFIER_METRICS)),
+        *pseudo_rows,
+        *segmenter_rows,
         (f"explanations ({method or '?'})", "perturbation AUC: positive ↓ / negative ↑",
          f"{_fmt(aucs.get('positive_auc_predicted'))} / {_fmt(aucs.get('negative_auc_predicted'))}", str(EXPLAINABILITY_METRICS)),
-        ("", "segmentation test mIoU", _fmt(aucs.get("seg_miou")), ""),
+        ("", explain.get("segmentation_test", "segmentation test mIoU"), _fmt(aucs.get("seg_miou")), ""),
     ]
     first = True
     for name, _, _ in STAGES:

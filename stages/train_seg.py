@@ -10,12 +10,13 @@ import torch
 from pipeline.artifacts import Artifact
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
+from pipeline.ground_truth import GroundTruth
 from pipeline.models import save_checkpoint
 from pipeline.progress import progress_bar
 from pipeline.segmentation.net import build_segmenter, segmenter_meta
 from pipeline.segmentation.train import SegTrainConfig, train_segmenter
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
-from stages.paths import CLASSIFIER, DATASET, REFINED, SEGMENTER, SEGMENTER_CURVE
+from stages.paths import CLASSIFIER, DATASET, MASKS, REFINED, SEGMENTER, SEGMENTER_CURVE
 
 OUTPUT = SEGMENTER
 CURVE = SEGMENTER_CURVE
@@ -43,7 +44,7 @@ def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple
         if len(positions) == 0:
             raise InputError(f"{source}: train_seg.supervision=ground_truth but no image of {cfg.splits} has a mask")
         return (LazyItems(lambda i: index.image(int(positions[i])), len(positions)),
-                [index.mask(int(p)) for p in positions])
+                list(GroundTruth(MASKS).masks([index.ids[p] for p in positions])))
     refined = Artifact(REFINED, "refined")
     where = {image_id: row for row, image_id in enumerate(refined.ids)}
     missing = [index.ids[p] for p in positions if index.ids[p] not in where]
@@ -68,6 +69,8 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     bar = progress_bar(steps, desc="train_seg", unit="crop")
     history = train_segmenter(net, images, labels, cfg, device, progress=bar.update)
     bar.close()
-    save_checkpoint(OUTPUT, net, segmenter_meta(cfg.network, index.class_names, CLASSIFIER))
+    # What it learnt from, so that evaluate_seg can refuse to score images seen with pixel labels.
+    trained_on = {"supervision": cfg.supervision, "splits": list(cfg.splits)}
+    save_checkpoint(OUTPUT, net, {**segmenter_meta(cfg.network, index.class_names, CLASSIFIER), "trained_on": trained_on})
     write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "lr": round(r["lr"], 8)} for r in history])
     echo(f"train_seg: {len(images)} images ({cfg.supervision}), final loss {history[-1]['loss']:.4f} -> {OUTPUT}")

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.dataset_index import DatasetConfig, check_files, index_entries, write_index
+from pipeline.indexing import DatasetConfig, ImageRecord, check_files, open_source, split_membership, write_index
 from pipeline.synthetic import SyntheticConfig, generate
 from pipeline.voc import DatasetError, save_label_png
 from tests.configs import project_config
@@ -23,7 +23,14 @@ def generated(tmp_path_factory) -> Path:
 
 
 def _dataset(root: Path, splits: tuple[str, ...] = ("train", "val")) -> DatasetConfig:
-    return DatasetConfig(root=str(root), splits=list(splits), use_aug=False)
+    return project_config("dataset", DatasetConfig, root=str(root), splits=list(splits), held_out=[])
+
+
+def _check(root: Path, splits: tuple[str, ...] = ("train", "val"), **options) -> list[ImageRecord]:
+    config = _dataset(root, splits)
+    source = open_source(config)
+    ids, _ = split_membership(source, config)
+    return check_files(source, ids, **options)
 
 
 def _damage(root: Path) -> dict[str, Path]:
@@ -47,7 +54,7 @@ def damaged(generated, tmp_path) -> tuple[Path, dict[str, Path]]:
 def test_every_bad_file_is_reported_at_once(damaged):
     root, bad = damaged
     with pytest.raises(DatasetError) as caught:
-        check_files(index_entries(_dataset(root)))
+        _check(root)
     message = str(caught.value)
     assert message.startswith("3 of 8 images have bad files")
     assert str(bad["truncated"]) in message and "truncated" in message
@@ -58,7 +65,7 @@ def test_every_bad_file_is_reported_at_once(damaged):
 def test_the_report_is_capped(damaged):
     root, _ = damaged
     with pytest.raises(DatasetError, match=r"(?s)3 of 8 images.*\.\.\. and 2 more"):
-        check_files(index_entries(_dataset(root)), max_reported=1)
+        _check(root, max_reported=1)
 
 
 def test_index_is_not_written_when_a_file_is_bad(damaged, tmp_path):
@@ -69,7 +76,7 @@ def test_index_is_not_written_when_a_file_is_bad(damaged, tmp_path):
 
 
 def test_a_clean_dataset_passes(generated):
-    records = check_files(index_entries(_dataset(generated)))
+    records = _check(generated)
     assert len(records) == 8 and all(r.size == (32, 32) and r.has_mask for r in records)
     assert all(r.labels.sum() >= 1 for r in records)  # the generator labels at least one object per image
 
@@ -131,4 +138,4 @@ def test_greyscale_and_png_images_decode(generated, tmp_path):
     shutil.copytree(generated, root)
     image = root / "JPEGImages/syn_000000.jpg"
     Image.open(image).convert("L").save(image, format="JPEG")
-    assert len(check_files(index_entries(_dataset(root, ["train"])))) == 6
+    assert len(_check(root, ("train",))) == 6

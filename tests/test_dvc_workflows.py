@@ -34,7 +34,7 @@ def _ran(output: str) -> set[str]:
 # stages downstream of it (each reruns only if an input of it changed: DVC skips a stage whose
 # inputs came out byte-identical). Nothing upstream or beside may run.
 EDITS = [
-    (("synthetic", "seed"), 1, {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "train_seg", "evaluate_seg", "report"}),
+    (("synthetic", "seed"), 1, {"synthetic", "dataset", "masks", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "train_seg", "evaluate_seg", "report"}),
     (("train_cls", "lr"), 0.002, {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "explain_eval", "train_seg", "evaluate_seg", "report"}),
     (("cams", "flip"), True, {"cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
     (("crf", "alpha_high"), 8, {"crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate", "train_seg", "evaluate_seg", "report"}),
@@ -109,12 +109,15 @@ def test_shared_cache_directory_serves_a_second_checkout(project, tmp_path):
 CODE_EDITS = [
     ("pipeline/evaluation.py", {"evaluate", "evaluate_seg"}),
     ("pipeline/crf.py", {"crf_labels"}),
+    # Ground truth is read by evaluation (and ground-truth supervision) only: never by the seed chain.
+    ("pipeline/ground_truth.py", {"masks", "evaluate", "train_seg", "evaluate_seg", "explain_eval", "report"}),
+    ("pipeline/sources/coco.py", {"dataset", "masks"}),
     ("pipeline/dense_crf.py", {"crf_labels", "evaluate_seg"}),
     ("pipeline/segmentation/train.py", {"train_seg"}),
     ("pipeline/random_walk.py", {"random_walk"}),
     ("pipeline/seeds.py", {"crf_labels", "random_walk", "evaluate", "report"}),
     ("pipeline/explain/rules.py", {"cams", "explain_eval"}),
-    ("stages/paths.py", {"synthetic", "dataset", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate",
+    ("stages/paths.py", {"synthetic", "dataset", "masks", "train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk", "evaluate",
                          "train_seg", "evaluate_seg", "explain_eval", "report"}),
     ("stages/cli.py", set()),  # the dispatcher loads stage modules lazily: adding a command reruns nothing
 ]

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.dataset_index import DatasetConfig, DatasetIndex, write_index
+from pipeline.dataset_index import DatasetIndex
+from pipeline.indexing import DatasetConfig, write_index
 from pipeline.errors import InputError
 from pipeline.models import DemoHybridConfig, build_classifier
 from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, require_method
@@ -52,7 +53,7 @@ def test_lrp_on_a_hybrid_is_refused_naming_the_param():
 
 def _stores(tmp_path, cam_ids, class_names=None):
     generate(tmp_path / "voc", project_config("synthetic", SyntheticConfig, num_train=4, num_val=2, image_size=32, num_classes=3, seed=0))
-    write_index(tmp_path / "dataset.zarr", DatasetConfig(root=str(tmp_path / "voc"), splits=["train", "val"], use_aug=False))
+    write_index(tmp_path / "dataset.zarr", project_config("dataset", DatasetConfig, root=str(tmp_path / "voc")))
     index = DatasetIndex(tmp_path / "dataset.zarr")
     where = {i: k for k, i in enumerate(index.ids)}
     attrs = {"class_names": class_names or index.class_names}

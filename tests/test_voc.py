@@ -113,15 +113,17 @@ def test_images_are_converted_to_rgb(voc: Path) -> None:
     assert ds.image("alpha")[0, 0].tolist() == [0, 0, 255]
 
 
-def test_augmented_masks_preferred_with_fallback(voc: Path) -> None:
+def test_official_masks_first_then_sbd_where_none(voc: Path) -> None:
     (voc / "SegmentationClassAug").mkdir()
     aug = np.zeros((H, W), dtype=np.uint8)
     aug[:5, :5] = CAR
     Image.fromarray(aug).save(voc / "SegmentationClassAug/grey.png")  # SBD masks are greyscale PNGs
+    Image.fromarray(aug).save(voc / "SegmentationClassAug/rgb.png")
+    (voc / "SegmentationClass/rgb.png").unlink()
     ds = VOCDataset(voc, "train", use_aug=True)
-    np.testing.assert_array_equal(ds.mask("grey"), aug)
-    assert ds.mask("rgb")[6, 6] == CAT  # no aug mask: SegmentationClass
-    assert VOCDataset(voc, "train").mask("grey")[6, 6] == DOG
+    assert ds.mask("grey")[6, 6] == DOG and ds.mask("grey")[0, 0] != CAR  # the official mask, void band and all
+    np.testing.assert_array_equal(ds.mask("rgb"), aug)  # no official mask: SBD's
+    assert VOCDataset(voc, "train").mask("rgb") is None  # use_aug off: SBD is not read
 
 
 def test_class_names_file(voc: Path) -> None:
@@ -177,7 +179,7 @@ def test_unreadable_files_fail_when_read(voc: Path) -> None:
     (voc / "JPEGImages/rgb.jpg").write_bytes(b"not a jpeg")
     (voc / "Annotations/cmyk.xml").write_text("<annotation><object>")
     ds = VOCDataset(voc, "train")  # construction only checks existence
-    with pytest.raises(DatasetError, match=r"cannot read image .*rgb.jpg.*remove 'rgb' from the split"):
+    with pytest.raises(DatasetError, match=r"cannot read image .*rgb.jpg.*remove it from the dataset's list"):
         ds.image("rgb")
     with pytest.raises(DatasetError, match="cannot read image"):
         ds.size("rgb")

@@ -1,0 +1,55 @@
+"""Ground-truth masks in a store of their own (data/masks.zarr), read by evaluation only.
+
+Keeping them out of data/dataset.zarr makes the leakage rule structural: the stages that make
+seeds and pseudo-labels do not depend on this store, so DVC would not even rerun them if every
+mask changed. Only the evaluation stages and ``train_seg.supervision: ground_truth`` read it.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from pipeline.artifacts import Artifact, ArtifactError, ArtifactWriter
+from pipeline.sources.base import Source
+
+KIND = "masks"
+
+
+def write_masks(path: str | os.PathLike, source: Source, ids: Sequence[str], sizes: np.ndarray,
+                progress: Callable[[Sequence[str]], Iterable[str]] | None = None) -> int:
+    """Store the masks of `ids` (those that have one; `sizes` (N, 2) their image sizes) as uint8
+    padded to the largest. Returns how many were stored (zero is a valid, empty store)."""
+    max_shape = tuple(int(v) for v in sizes.max(axis=0)) if len(ids) else (1, 1)
+    with ArtifactWriter(path, KIND, list(ids)) as out:
+        out.create("masks", max_shape, "uint8", max_shape=True)
+        for row, image_id in enumerate(progress(ids) if progress else ids):
+            out.write("masks", row, source.mask(image_id))
+    return len(ids)
+
+
+class GroundTruth:
+    """Read side of the masks store: masks by image id."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.store = Artifact(path, KIND)
+        self._row = {image_id: row for row, image_id in enumerate(self.store.ids)}
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._row
+
+    def __len__(self) -> int:
+        return len(self._row)
+
+    def mask(self, image_id: str) -> np.ndarray:
+        if image_id not in self._row:
+            raise ArtifactError(f"{self.store.path} has no mask for image '{image_id}'; rerun the masks stage (`dvc repro masks`)")
+        return self.store.read("masks", self._row[image_id])
+
+    def masks(self, image_ids: Sequence[str]) -> Iterable[np.ndarray]:
+        """The masks of `image_ids` in that order, read a shard at a time."""
+        missing = [i for i in image_ids if i not in self._row]
+        if missing:
+            raise ArtifactError(f"{self.store.path} has no mask for image '{missing[0]}'; rerun the masks stage (`dvc repro masks`)")
+        return self.store.iter_rows("masks", [self._row[i] for i in image_ids])
