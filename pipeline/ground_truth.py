@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from pipeline.artifacts import Artifact, ArtifactError, ArtifactWriter
-from pipeline.sources.base import Source
+from pipeline.errors import DatasetError
+from pipeline.sources.base import Source, report_problems
 
 KIND = "masks"
 
@@ -20,12 +21,21 @@ KIND = "masks"
 def write_masks(path: str | os.PathLike, source: Source, ids: Sequence[str], sizes: np.ndarray,
                 progress: Callable[[Sequence[str]], Iterable[str]] | None = None) -> int:
     """Store the masks of `ids` (those that have one; `sizes` (N, 2) their image sizes) as uint8
-    padded to the largest. Returns how many were stored (zero is a valid, empty store)."""
+    padded to the largest. Returns how many were stored (zero is a valid, empty store).
+
+    Every mask is checked against its image and the classes; all bad ones are reported together
+    and nothing is written.
+    """
     max_shape = tuple(int(v) for v in sizes.max(axis=0)) if len(ids) else (1, 1)
+    problems: list[str] = []
     with ArtifactWriter(path, KIND, list(ids)) as out:
         out.create("masks", max_shape, "uint8", max_shape=True)
         for row, image_id in enumerate(progress(ids) if progress else ids):
-            out.write("masks", row, source.mask(image_id))
+            try:
+                out.write("masks", row, source.mask(image_id))
+            except DatasetError as error:
+                problems.append(str(error))
+        report_problems(problems, len(ids), "masks are bad")
     return len(ids)
 
 

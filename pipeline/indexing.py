@@ -20,12 +20,11 @@ from pipeline.artifacts import ArtifactWriter
 from pipeline.config import knob
 from pipeline.dataset_index import KIND
 from pipeline.errors import DatasetError
-from pipeline.sources.base import Source, read_image
+from pipeline.sources.base import MAX_REPORTED, Source, read_image, report_problems
 from pipeline.sources.coco import COCOConfig, COCOSource
 from pipeline.sources.folder import FolderConfig, FolderSource
 from pipeline.voc import VOCConfig, VOCSource
 
-MAX_REPORTED = 20  # bad files listed in one error before "... and N more"
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,8 @@ class DatasetConfig:
             raise ValueError(f"format is '{self.format}' but the subsection 'dataset.{self.format}' is missing; add it (see the presets in configs/)")
         if not self.splits:
             raise ValueError("splits is empty; name at least one split")
+        if len(set(self.splits)) != len(self.splits):
+            raise ValueError(f"splits {self.splits} names a split twice; name each once")
         outside = [s for s in self.held_out if s not in self.splits]
         if outside:
             raise ValueError(f"held_out names '{outside[0]}', which is not in splits {self.splits}")
@@ -94,8 +95,10 @@ def split_membership(source: Source, config: DatasetConfig) -> tuple[list[str], 
 
 
 def check_files(source: Source, ids: Sequence[str], progress: Callable[[Sequence[str]], Iterable[str]] | None = None,
-                max_reported: int = MAX_REPORTED) -> list[ImageRecord]:
-    """Decode every image (its size must be the source's), read its labels and check its mask file.
+                max_reported: int = MAX_REPORTED, check_masks: bool = True) -> list[ImageRecord]:
+    """Decode every image (its size must be the source's), read its labels and, with
+    ``check_masks``, decode its mask file (``wsss check`` does; the dataset stage leaves mask
+    pixels to the masks stage, reading a VOC mask only for the labels of an image without XML).
 
     Unreadable images, size mismatches, masks that do not fit their image or the classes, and
     annotations naming unknown classes are collected and reported together (up to
@@ -111,16 +114,12 @@ def check_files(source: Source, ids: Sequence[str], progress: Callable[[Sequence
             if shape != tuple(source.size(image_id)):
                 height, width = source.size(image_id)
                 raise DatasetError(f"image {path} is {shape[1]}x{shape[0]} but the dataset says {width}x{height}; fix its annotation or the file")
-            if source.masks_are_files:
+            if check_masks and source.masks_are_files:
                 source.mask(image_id)  # checks size and values against the image and the classes
             records.append(ImageRecord(source.labels(image_id), shape, source.has_mask(image_id)))
         except DatasetError as error:
             problems.append(str(error))
-    if problems:
-        shown = "\n  ".join(problems[:max_reported])
-        more = f"\n  ... and {len(problems) - max_reported} more" if len(problems) > max_reported else ""
-        raise DatasetError(f"{len(problems)} of {len(ids)} images have bad files:\n  {shown}{more}\n"
-                           "fix or remove these files (or their entries in the dataset's lists), then rerun")
+    report_problems(problems, len(ids), "images have bad files", max_reported)
     return records
 
 
@@ -131,7 +130,7 @@ def write_index(path: str | os.PathLike, config: DatasetConfig, progress=None) -
     """
     source = open_source(config)
     ids, membership = split_membership(source, config)
-    records = check_files(source, ids, progress)
+    records = check_files(source, ids, progress, check_masks=False)
     attrs = {"class_names": list(source.class_names), "splits": list(config.splits), "root": str(config.root),
              "format": config.format, "files": [source.image_file(i) for i in ids]}
     with ArtifactWriter(path, KIND, ids, attrs) as out:

@@ -35,14 +35,13 @@ from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import knob
 from pipeline.errors import DatasetError
-from pipeline.sources.base import check_mask, class_names_file, image_size, read_image
+from pipeline.sources.base import IGNORE, check_mask, class_names_file, image_size, read_image
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 )
-IGNORE = 255
 
 _SPLIT_DIR = Path("ImageSets") / "Segmentation"
 _MAX_LISTED = 5  # ids named in an error message before "... and N more"

@@ -38,7 +38,9 @@ def check_held_out(index: DatasetIndex, split: str, trained_on: dict) -> None:
     """Stop when the images scored were seen with pixel supervision (train_seg.supervision: ground_truth)."""
     if trained_on.get("supervision") != "ground_truth":
         return
-    seen = index.in_split(split) & np.isin(np.arange(len(index.ids)), index.indices(trained_on["splits"]))
+    trained = np.zeros(len(index.ids), dtype=bool)
+    trained[index.indices(trained_on["splits"])] = True
+    seen = index.in_split(split) & trained
     if seen.any():
         raise InputError(f"evaluate_seg.split='{split}': {int(seen.sum())} of its images were in the segmenter's ground-truth training "
                          f"splits {trained_on['splits']}; score a split it did not train on, or train on splits without these images")

@@ -59,8 +59,9 @@ def _limit(n: int, max_images: int) -> int:
     return n if max_images == 0 else min(n, max_images)
 
 
-def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[str, dict[str, Any]], str | None]:
-    """Each method's results on explain_eval.split, and a note when the segmentation test could not run."""
+def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Each method's results on explain_eval.split, and notes: the segmentation test skipped
+    (no ground truth), or both tests run on the images that have ground truth only."""
     index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     model, meta = load_classifier(CLASSIFIER, device)
     in_split = [int(p) for p in index.indices([cfg.split])]
@@ -82,8 +83,11 @@ def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[s
             rule="multi_label", segmentation_mode="predicted" if segment else None, max_batch=cfg.max_forward_batch, progress=bar.update,
         )
         bar.close()
-    note = None if segment else f"segmentation test skipped: no ground truth for split {cfg.split}"
-    return results, note
+    if not segment:
+        return results, {"segmentation_test": f"segmentation test skipped: no ground truth for split {cfg.split}"}
+    if len(with_mask) < len(in_split):
+        return results, {"note": f"both tests on the {len(with_mask)} of {len(in_split)} images of split {cfg.split} that have ground truth"}
+    return results, {}
 
 
 def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, dict[str, Any]]:
@@ -118,10 +122,9 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     params = StageParams(params_file)
     cfg = params.section("explain_eval", ExplainEvalConfig)
     device = params.device()
-    results, note = run_on_dataset(cfg, device) if cfg.source == "dataset" else (run_on_imagenet(cfg, device), None)
-    metrics: dict[str, Any] = {"source": cfg.source}
-    if note:
-        metrics["segmentation_test"] = note
+    results, notes = run_on_dataset(cfg, device) if cfg.source == "dataset" else (run_on_imagenet(cfg, device), {})
+    metrics: dict[str, Any] = {"source": cfg.source, **notes}
+    for note in notes.values():
         echo(f"explain_eval: {note}")
     CURVES.mkdir(parents=True, exist_ok=True)
     for stale in CURVES.glob("*.csv"):

@@ -92,7 +92,8 @@ def segmenter_section(count: int) -> str:
     lines = []
     for row, image_id in enumerate(predictions.ids[:count]):
         pictures = [index.image(where[image_id]), colour_labels(predictions.read("labels", row)),
-                    colour_labels(predictions.read("labels_crf", row)), colour_labels(truth.mask(image_id))]
+                    colour_labels(predictions.read("labels_crf", row)),
+                    colour_labels(truth.mask(image_id)) if image_id in truth else None]
         lines.append(f"<tr><td>{html.escape(image_id)}</td>{_picture_cells(pictures)}</tr>")
     header = "".join(f"<th>{h}</th>" for h in ("id", "image", "prediction", "prediction + CRF", "ground truth"))
     return (summary + f"<p>{metrics['images']} {split} images; multi-scale and flip averaged.</p>" + per_class
@@ -105,6 +106,7 @@ def explanation_section() -> str:
     if not methods:
         return "<p>No explanation metrics yet.</p>"
     skipped = f"<p>{html.escape(metrics['segmentation_test'])}.</p>" if "segmentation_test" in metrics else ""
+    subset = f"<p>{html.escape(metrics['note'])}.</p>" if "note" in metrics else ""
     perturbation = table(["method", "pos. AUC pred. ↓", "neg. AUC pred. ↑", "pos. AUC target ↓", "neg. AUC target ↑"],
                          [[m, metrics[m].get("positive_auc_predicted"), metrics[m].get("negative_auc_predicted"),
                            metrics[m].get("positive_auc_target"), metrics[m].get("negative_auc_target")] for m in methods])
@@ -117,7 +119,7 @@ def explanation_section() -> str:
             x = [float(r["fraction"]) for r in rows]
             series = {k: [float(r[k]) if r[k] else None for r in rows] for k in rows[0] if k != "fraction"}
             charts.append(line_chart_svg(x, series, f"{m}: accuracy (%) vs fraction removed"))
-    return (f"<h3>Perturbation test (source: {html.escape(str(metrics['source']))})</h3>" + perturbation
+    return (subset + f"<h3>Perturbation test (source: {html.escape(str(metrics['source']))})</h3>" + perturbation
             + "<h3>Segmentation test</h3>" + (skipped or segmentation) + f"<div class='charts'>{''.join(charts)}</div>")
 
 

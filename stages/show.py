@@ -11,6 +11,7 @@ from pipeline.artifacts import Artifact
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.figures import seed_overlay
+from pipeline.files import id_filename
 from pipeline.seeds import full_resolution_seeds
 from stages.common import echo
 from stages.paths import CAMS, DATASET

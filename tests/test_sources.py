@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
@@ -14,9 +15,11 @@ from pipeline.errors import DatasetError, InputError
 from pipeline.files import id_filename
 from pipeline.ground_truth import GroundTruth, write_masks
 from pipeline.indexing import DatasetConfig, open_source, write_index
+from pipeline.synthetic import SyntheticConfig, generate
 from pipeline.voc import save_label_png
 from stages.evaluate_seg import check_held_out
 from tests.configs import project_config
+from tests.conftest import ROOT, run
 
 # -- COCO ------------------------------------------------------------------------------------------
 # Category ids out of order and with gaps: labels follow category-id order (person 1, car 2, dog 3).
@@ -114,9 +117,9 @@ def make_coco(root: Path, annotations: list[dict] | None = None, categories: lis
     return root
 
 
-def coco_config(root: Path, **overrides) -> DatasetConfig:
-    coco = {"images": "{split}2014", "annotations": "annotations/instances_{split}2014.json"}
-    return project_config("dataset", DatasetConfig, format="coco", root=str(root), coco=coco, **overrides)
+def coco_config(root: Path, skip_unannotated: bool = False) -> DatasetConfig:
+    coco = {"images": "{split}2014", "annotations": "annotations/instances_{split}2014.json", "skip_unannotated": skip_unannotated}
+    return project_config("dataset", DatasetConfig, format="coco", root=str(root), coco=coco)
 
 
 def _index_with_masks(tmp_path: Path, config: DatasetConfig) -> tuple[DatasetIndex, GroundTruth]:
@@ -270,3 +273,80 @@ def test_evaluating_images_trained_on_with_ground_truth_is_refused(tmp_path):
 def test_a_format_without_its_subsection_is_refused():
     with pytest.raises(InputError, match=r"format is 'coco' but the subsection 'dataset.coco' is missing"):
         project_config("dataset", DatasetConfig, format="coco")
+
+
+def _coco_params(tmp_path: Path, root: Path) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["dataset"] = {"format": "coco", "root": str(root), "splits": ["train", "val"], "held_out": ["val"], "allow_held_out_overlap": False,
+                         "coco": {"images": "{split}2014", "annotations": "annotations/instances_{split}2014.json", "skip_unannotated": False}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return tmp_path / "params.yaml"
+
+
+def test_coco_through_the_dataset_and_masks_stages(tmp_path):
+    _coco_params(tmp_path, make_coco(tmp_path / "coco"))
+    assert "indexed 5 images {'train': 4, 'val': 1} with 3 classes (coco, 5 with a mask)" in run(["wsss", "dataset"], tmp_path).stderr
+    assert "5 of 5 images have a ground-truth mask" in run(["wsss", "masks"], tmp_path).stderr
+    truth = GroundTruth(tmp_path / "data/masks.zarr")
+    assert (truth.mask("COCO_val2014_poly") == CAR).sum() > 100
+
+
+def test_a_bad_annotation_ends_the_dataset_stage_in_one_message(tmp_path):
+    outside = [{"id": 77, "image_id": 11, "category_id": 3, "iscrowd": 0, "segmentation": {"size": [H, W + 1], "counts": [5, 5]}}]
+    _coco_params(tmp_path, make_coco(tmp_path / "coco", annotations=outside))
+    result = run(["wsss", "dataset"], tmp_path, check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0  # one line
+    assert "instances_train2014.json: annotation 77" in result.stderr and "RLE size [40, 51]" in result.stderr
+    assert not (tmp_path / "data/dataset.zarr").exists()
+
+
+def test_voc_train_aug_protocol_membership(tmp_path):
+    """train inside train_aug, val apart: each image indexed once, with every split it is in."""
+    root = tmp_path / "voc"
+    generate(root, project_config("synthetic", SyntheticConfig, num_train=6, num_val=2, image_size=32, num_classes=3, seed=0))
+    lists = root / "ImageSets/Segmentation"
+    train = (lists / "train.txt").read_text().split()
+    (lists / "train_aug.txt").write_text("\n".join(f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png" for i in train) + "\n")
+    (lists / "train.txt").write_text("\n".join(train[:3]) + "\n")
+    write_index(tmp_path / "dataset.zarr", project_config("dataset", DatasetConfig, root=str(root), splits=["train_aug", "train", "val"]))
+    index = DatasetIndex(tmp_path / "dataset.zarr")
+    assert len(index.ids) == 8 and index.ids[:6] == train
+    assert index.indices(["train"]).tolist() == [0, 1, 2] and index.indices(["train_aug"]).tolist() == list(range(6))
+    assert index.in_split("val").tolist() == [False] * 6 + [True] * 2
+
+
+def test_coco_images_without_annotations_can_be_left_out(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    assert open_source(coco_config(root, skip_unannotated=True)).split_ids("train") == ("COCO_train2014_poly", "COCO_train2014_rle", "COCO_train2014_crowd")
+
+
+def test_coco_two_images_with_one_id_are_refused(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    path = root / "annotations/instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = "COCO_train2014_poly.jpg"  # the train image's name, in another folder
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"instances_val2014\.json: image 21 'val2014/COCO_train2014_poly\.jpg' has the same id"):
+        open_source(coco_config(root))
+
+
+def test_coco_malformed_record_is_named(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    path = root / "annotations/instances_val2014.json"
+    data = json.loads(path.read_text())
+    del data["images"][0]["height"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(DatasetError, match=r"instances_val2014\.json: image record 0 is malformed \(KeyError: 'height'\)"):
+        open_source(coco_config(root))
+
+
+def test_bad_masks_are_all_reported_by_the_masks_writer_and_nothing_is_written(tmp_path):
+    mask = np.zeros((20, 24), np.uint8)
+    root = make_folder(tmp_path / "own", ROWS, masks={"cats/001": mask[:10], "dogs/001": np.full((20, 24), 7, np.uint8)})
+    config = folder_config(root)
+    write_index(tmp_path / "dataset.zarr", config)  # the dataset stage leaves mask pixels alone
+    index = DatasetIndex(tmp_path / "dataset.zarr")
+    with pytest.raises(DatasetError, match=r"(?s)2 of 2 masks are bad:.*cats/001\.png is 24x10 but its image is 24x20.*dogs/001\.png has values \[7\]"):
+        write_masks(tmp_path / "masks.zarr", open_source(config), ["cats/001", "dogs/001"], index.sizes[:2])
+    assert not (tmp_path / "masks.zarr").exists()

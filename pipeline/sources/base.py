@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.errors import DatasetError
+
+IGNORE = 255  # mask value of pixels that are not scored (VOC's boundary band, COCO's crowd regions)
+MAX_REPORTED = 20  # bad files listed in one error before "... and N more"
 
 
 class Source(Protocol):
@@ -43,6 +47,15 @@ class Source(Protocol):
         """The ground-truth mask, checked against the image size and the classes; None without one."""
 
 
+def report_problems(problems: Sequence[str], total: int, what: str, max_reported: int = MAX_REPORTED) -> None:
+    """One :class:`DatasetError` listing up to ``max_reported`` problems, if there are any."""
+    if problems:
+        shown = "\n  ".join(problems[:max_reported])
+        more = f"\n  ... and {len(problems) - max_reported} more" if len(problems) > max_reported else ""
+        raise DatasetError(f"{len(problems)} of {total} {what}:\n  {shown}{more}\n"
+                           "fix or remove these files (or their entries in the dataset's lists), then rerun")
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """The image as uint8 HxWx3 RGB; greyscale, CMYK, palette and alpha images are converted
     (alpha dropped, not composited)."""
@@ -72,7 +85,7 @@ def check_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int, where:
     """`mask` if it matches the image size and holds only 0..K and 255; else one DatasetError naming `where`."""
     if mask.shape != tuple(size):
         raise DatasetError(f"mask {where} is {mask.shape[1]}x{mask.shape[0]} but its image is {size[1]}x{size[0]}; they must match")
-    bad = np.unique(mask[(mask > num_classes) & (mask != 255)])
+    bad = np.unique(mask[(mask > num_classes) & (mask != IGNORE)])
     if bad.size:
         raise DatasetError(f"mask {where} has values {bad.tolist()} beyond the {num_classes} classes; check the class list matches the masks")
     return mask

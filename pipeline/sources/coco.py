@@ -27,16 +27,15 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from pipeline.config import knob
 from pipeline.errors import DatasetError
-from pipeline.sources.base import class_names_file
+from pipeline.sources.base import IGNORE, class_names_file
 
-IGNORE = 255
 BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie past the image border (COCO's own stay within half a pixel)
 
 
@@ -46,6 +45,7 @@ class COCOConfig:
 
     images: str = knob("image folder of a split under dataset.root; {split} is replaced by the split name")
     annotations: str = knob("instances JSON of a split under dataset.root; {split} is replaced by the split name")
+    skip_unannotated: bool = knob("leave out images without any annotation, as the usual WSSS lists do (2014: train 82,783 -> 82,081, val 40,504 -> 40,137)")
 
 
 @dataclass
@@ -149,33 +149,51 @@ class COCOSource:
             self._read_split(split, path, data, position)
 
     def _read_split(self, split: str, path: Path, data: dict[str, Any], position: dict[str, int]) -> None:
-        labels: dict[int, int] = {}
-        for category in data["categories"]:
-            if category.get("name") not in position:
-                raise DatasetError(f"{path}: category {category.get('id')} '{category.get('name')}' is not in the class list "
-                                   f"({len(position)} classes: {', '.join(list(position)[:5])} ...); "
-                                   "add it to class_names.txt or use annotations with the same categories")
-            labels[int(category["id"])] = position[category["name"]]
-        ids: list[str] = []
-        by_number: dict[int, str] = {}
-        folder = self.config.images.format(split=split)
-        for record in data["images"]:
-            image_id = Path(record["file_name"]).stem
-            by_number[int(record["id"])] = image_id
-            ids.append(image_id)
-            self._images.setdefault(image_id, _Image(record["file_name"], int(record["height"]), int(record["width"])))
-            self._folder.setdefault(image_id, folder)
-        for annotation in data["annotations"]:
-            image_id = by_number.get(int(annotation["image_id"]))
-            if image_id is None:
-                raise DatasetError(f"{path}: annotation {annotation.get('id')} refers to image {annotation['image_id']}, which the file does not list")
-            if int(annotation["category_id"]) not in labels:
-                raise DatasetError(f"{path}: annotation {annotation.get('id')} has category {annotation['category_id']}, "
-                                   "which the file's 'categories' do not define")
-            image = self._images[image_id]
-            _check_bounds(annotation, image, path)
-            image.annotations.append({"id": annotation.get("id"), "label": labels[int(annotation["category_id"])],
-                                      "iscrowd": int(annotation.get("iscrowd", 0)), "segmentation": annotation["segmentation"]})
+        where = "its categories"
+        try:
+            labels: dict[int, int] = {}
+            for category in data["categories"]:
+                if category.get("name") not in position:
+                    raise DatasetError(f"{path}: category {category.get('id')} '{category.get('name')}' is not in the class list "
+                                       f"({len(position)} classes: {', '.join(list(position)[:5])} ...); "
+                                       "add it to class_names.txt or use annotations with the same categories")
+                labels[int(category["id"])] = position[category["name"]]
+            by_number: dict[int, str] = {}
+            folder = self.config.images.format(split=split)
+            for k, record in enumerate(data["images"]):
+                where = f"image record {k}"
+                # The file name without its extension: COCO's own names are unique, and a folder in them is kept.
+                image_id = str(PurePosixPath(record["file_name"]).with_suffix(""))
+                image = _Image(record["file_name"], int(record["height"]), int(record["width"]))
+                known = self._images.get(image_id)
+                if known is not None and (known.file_name, self._folder[image_id]) != (image.file_name, folder):
+                    raise DatasetError(f"{path}: image {record['id']} '{folder}/{record['file_name']}' has the same id '{image_id}' as "
+                                       f"'{self._folder[image_id]}/{known.file_name}'; rename one of them")
+                self._images.setdefault(image_id, image)
+                self._folder.setdefault(image_id, folder)
+                by_number[int(record["id"])] = image_id
+            annotated: set[str] = set()
+            for k, annotation in enumerate(data["annotations"]):
+                where = f"annotation record {k}"
+                image_id = by_number.get(int(annotation["image_id"]))
+                if image_id is None:
+                    raise DatasetError(f"{path}: annotation {annotation.get('id')} refers to image {annotation['image_id']}, which the file does not list")
+                if int(annotation["category_id"]) not in labels:
+                    raise DatasetError(f"{path}: annotation {annotation.get('id')} has category {annotation['category_id']}, "
+                                       "which the file's 'categories' do not define")
+                image = self._images[image_id]
+                _check_bounds(annotation, image, path)
+                image.annotations.append({"id": annotation.get("id"), "label": labels[int(annotation["category_id"])],
+                                          "iscrowd": int(annotation.get("iscrowd", 0)), "segmentation": annotation["segmentation"]})
+                annotated.add(image_id)
+        except DatasetError:
+            raise
+        except (KeyError, TypeError, ValueError) as error:
+            raise DatasetError(f"{path}: {where} is malformed ({type(error).__name__}: {error}); an image needs id, file_name, "
+                               "height and width, an annotation id, image_id, category_id and segmentation") from None
+        ids = [i for i in dict.fromkeys(by_number.values()) if i in annotated or not self.config.skip_unannotated]
+        if not ids:
+            raise DatasetError(f"{path} lists no images{' with annotations' if data['images'] else ''}; check dataset.coco.annotations for split '{split}'")
         self._splits[split] = tuple(ids)
 
     def split_ids(self, split: str) -> tuple[str, ...]:
@@ -197,7 +215,7 @@ class COCOSource:
         return vector
 
     def has_mask(self, image_id: str) -> bool:
-        return True  # every listed image is annotated (no annotation: all background)
+        return True  # every listed image has its annotations (none, if kept: all background)
 
     def mask(self, image_id: str) -> np.ndarray:
         image = self._images[image_id]

@@ -10,7 +10,7 @@ Layout::
 A CSV row gives the image's path relative to images/, its split, and its class names separated
 by ``;`` (an empty cell: a pure-background image). An image listed under several splits
 belongs to each (its labels must agree). An image's id is its path without the extension
-("cats/001"); files made from ids escape the "/" (:func:`pipeline.sources.id_filename`).
+("cats/001"); files made from ids escape the "/" (:func:`pipeline.files.id_filename`).
 Classes are the CSV's names, sorted, unless class_names.txt lists them in label order.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ class _Row:
 def _read_rows(path: Path) -> list[_Row]:
     if not path.is_file():
         raise DatasetError(f"labels file {path} not found; write it with the header {','.join(HEADER)} (dataset.folder.labels_file)")
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # utf-8-sig: spreadsheets write a BOM
         reader = csv.reader(handle)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != HEADER:
