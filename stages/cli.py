@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -41,17 +42,28 @@ def _friendly_errors(run: Callable) -> Callable:
     return wrapper
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (the CRF worker pool)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def _stage_command(module_name: str, timing_name: str | None = None) -> Callable[[Path], None]:
-    """Run a module's `main`; with ``timing_name``, record its wall time in metrics/timings/<name>.json
-    (or in $WSSS_TIMINGS_DIR, for runs in a temporary copy such as `dvc exp run --temp`)."""
+    """Run a module's `main`; with ``timing_name``, record its wall time, CPU time and peak memory
+    in metrics/timings/<name>.json (or in $WSSS_TIMINGS_DIR, for runs in a temporary copy such
+    as `dvc exp run --temp`)."""
 
     def command(params_file: Path = PARAMS_OPTION) -> None:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         importlib.import_module(module_name).main(params_file)
         if timing_name:
             seconds = time.perf_counter() - start
+            # ru_maxrss is in KiB on Linux: the largest resident set of this process or of one child.
+            peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
             folder = Path(os.environ.get("WSSS_TIMINGS_DIR") or TIMINGS)
             write_json(folder / f"{timing_name}.json", {"stage": timing_name, "seconds": round(seconds, 2),
+                                                         "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
+                                                         "peak_memory_mib": round(peak / 1024, 1),
                                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
     return command

@@ -61,7 +61,9 @@ def rows(params_file: Path) -> list[tuple[str, str, str, str]]:
     for name, _, _ in STAGES:
         timing = _read(TIMINGS / f"{name}.json")
         if timing:
-            out.append(("stage wall time (s)" if first else "", name, f"{timing['seconds']:.0f}", f"{TIMINGS}/" if first else ""))
+            # CPU time and peak memory where recorded (timings files older than those fields have none).
+            extra = f" ({timing['cpu_seconds']:.0f} s CPU, {timing['peak_memory_mib']:.0f} MiB)" if "cpu_seconds" in timing else ""
+            out.append(("stage wall time (s)" if first else "", name + extra, f"{timing['seconds']:.0f}", f"{TIMINGS}/" if first else ""))
             first = False
     return out
 

@@ -53,5 +53,6 @@ def test_summary_shows_the_headline_numbers_their_files_and_stage_times(reproduc
     for path in ("metrics/classifier.json", "metrics/segmentation.json", "metrics/segmenter.json", "metrics/explainability.json"):
         assert path in out
     timed = json.loads((project / "metrics/timings/train_seg.json").read_text())
-    assert timed["seconds"] > 0 and "train_seg" in out
+    assert timed["seconds"] > 0 and timed["cpu_seconds"] > 0 and timed["peak_memory_mib"] > 50  # torch alone is more
+    assert "train_seg (" in out and "MiB)" in out
     assert max(len(line) for line in out.splitlines()) < 160  # a table a person reads, not one long line
