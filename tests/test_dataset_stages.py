@@ -92,3 +92,29 @@ def test_wsss_preset_writes_valid_params_and_refuses_a_bad_value(tmp_path):
     result = run(["wsss", "preset", str(ROOT / "configs/coco2014.yaml"), "--set", "crf.alpha_low=-3"], tmp_path, check=False)
     assert result.returncode == 2 and "crf.alpha_low" in result.stderr and "nothing was written" in result.stderr
     assert (tmp_path / "params.yaml").read_text() == before
+
+
+def test_voc_train_aug_protocol_runs_end_to_end(tmp_path):
+    """Seeds and pseudo-labels on train_aug, pseudo-label mIoU on train (inside train_aug), the segmenter on val."""
+    protocol = {
+        "dataset": {"root": "voc", "splits": ["train_aug", "train", "val"], "held_out": ["val"], "voc": {"use_aug": True}},
+        "train_cls": {"train_split": "train_aug"}, "cams": {"splits": ["train_aug"]}, "aff_pairs": {"split": "train_aug"},
+        "train_seg": {"splits": ["train_aug"]}, "evaluate": {"split": "train"}, "report": {"gallery_split": "train"},
+    }
+    project = make_project_copy(tmp_path / "project", protocol)
+    run(["wsss", "synthetic"], project)
+    voc = project / "voc"
+    shutil.copytree(project / "data/synthetic", voc)
+    lists = voc / "ImageSets/Segmentation"
+    train = (lists / "train.txt").read_text().split()
+    (lists / "train_aug.txt").write_text("".join(f"{i}\n" for i in train))
+    (lists / "train.txt").write_text("".join(f"{i}\n" for i in train[:10]))
+    # SBD-style masks for the rest of train_aug: official masks stay where they exist.
+    (voc / "SegmentationClassAug").mkdir()
+    for image_id in train[10:]:
+        shutil.move(voc / "SegmentationClass" / f"{image_id}.png", voc / "SegmentationClassAug" / f"{image_id}.png")
+    run(["dvc", "repro"], project)
+    assert json.loads((project / "metrics/segmentation.json").read_text())["images"] == 10
+    segmenter = json.loads((project / "metrics/segmenter.json").read_text())
+    assert segmenter["split"] == "val" and segmenter["images"] == 12
+    assert len(list((project / "data/pseudo_labels").iterdir())) == 24  # every train_aug image
