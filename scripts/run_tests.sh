@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/ensure_env.sh
 export PATH="$PWD/.venv/bin:$PATH"
-python -m pytest "$@"
+# Two workers, a test file each at a time (its module fixtures stay in one process): the
+# suite's DVC runs are mostly process start-up and hashing, so they overlap well on 2 cores.
+python -m pytest -n 2 --dist loadfile "$@"
