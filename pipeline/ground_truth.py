@@ -1,8 +1,8 @@
 """Ground-truth masks in a store of their own (data/masks.zarr), read by evaluation only.
 
 Keeping them out of data/dataset.zarr makes the leakage rule structural: the stages that make
-seeds and pseudo-labels do not depend on this store, so DVC would not even rerun them if every
-mask changed. Only the evaluation stages and ``train_seg.supervision: ground_truth`` read it.
+seeds and pseudo-labels do not depend on this store, and no code of theirs reads masks. Only
+the evaluation stages, the report and ``train_seg.supervision: ground_truth`` read it.
 """
 from __future__ import annotations
 
@@ -12,21 +12,29 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 
 from pipeline.artifacts import Artifact, ArtifactError, ArtifactWriter
+from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import DatasetError
 from pipeline.sources.base import Source, report_problems
 
 KIND = "masks"
 
 
-def write_masks(path: str | os.PathLike, source: Source, ids: Sequence[str], sizes: np.ndarray,
+def no_ground_truth(split: str) -> str:
+    """What the evaluation stages write instead of scores when no image of `split` has a mask."""
+    return f"no ground truth for split {split}"
+
+
+def write_masks(path: str | os.PathLike, source: Source, index: DatasetIndex,
                 progress: Callable[[Sequence[str]], Iterable[str]] | None = None) -> int:
-    """Store the masks of `ids` (those that have one; `sizes` (N, 2) their image sizes) as uint8
-    padded to the largest. Returns how many were stored (zero is a valid, empty store).
+    """Store the mask of every indexed image that has one, as uint8 padded to the largest.
+    Returns how many were stored (zero is a valid, empty store).
 
     Every mask is checked against its image and the classes; all bad ones are reported together
     and nothing is written.
     """
-    max_shape = tuple(int(v) for v in sizes.max(axis=0)) if len(ids) else (1, 1)
+    positions = np.flatnonzero(index.has_mask)
+    ids = [index.ids[p] for p in positions]
+    max_shape = tuple(int(v) for v in index.sizes[positions].max(axis=0)) if len(ids) else (1, 1)
     problems: list[str] = []
     with ArtifactWriter(path, KIND, list(ids)) as out:
         out.create("masks", max_shape, "uint8", max_shape=True)
@@ -52,14 +60,15 @@ class GroundTruth:
     def __len__(self) -> int:
         return len(self._row)
 
-    def mask(self, image_id: str) -> np.ndarray:
-        if image_id not in self._row:
-            raise ArtifactError(f"{self.store.path} has no mask for image '{image_id}'; rerun the masks stage (`dvc repro masks`)")
-        return self.store.read("masks", self._row[image_id])
-
-    def masks(self, image_ids: Sequence[str]) -> Iterable[np.ndarray]:
-        """The masks of `image_ids` in that order, read a shard at a time."""
+    def _rows(self, image_ids: Sequence[str]) -> list[int]:
         missing = [i for i in image_ids if i not in self._row]
         if missing:
             raise ArtifactError(f"{self.store.path} has no mask for image '{missing[0]}'; rerun the masks stage (`dvc repro masks`)")
-        return self.store.iter_rows("masks", [self._row[i] for i in image_ids])
+        return [self._row[i] for i in image_ids]
+
+    def mask(self, image_id: str) -> np.ndarray:
+        return self.store.read("masks", self._rows([image_id])[0])
+
+    def masks(self, image_ids: Sequence[str]) -> Iterable[np.ndarray]:
+        """The masks of `image_ids` in that order, read a shard at a time."""
+        return self.store.iter_rows("masks", self._rows(image_ids))

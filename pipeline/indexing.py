@@ -26,7 +26,6 @@ from pipeline.sources.folder import FolderConfig, FolderSource
 from pipeline.voc import VOCConfig, VOCSource
 
 
-
 @dataclass(frozen=True)
 class DatasetConfig:
     """The ``dataset`` section: where the images are, in which format, and which splits to index."""

@@ -9,7 +9,7 @@ from pipeline.artifacts import Artifact, require_same_ids
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.evaluation import EvaluateConfig, PseudoLabelEvaluation
-from pipeline.ground_truth import GroundTruth
+from pipeline.ground_truth import GroundTruth, no_ground_truth
 from pipeline.progress import progress
 from pipeline.seeds import cam_positions, present_class_maps, upsample_seeds
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
@@ -36,7 +36,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     names = ["background", *index.class_names]
     rows = [r for r in in_cams if cams.ids[r] in truth]
     if not rows:
-        note = f"no ground truth for split {cfg.split}"
+        note = no_ground_truth(cfg.split)
         write_json(METRICS, {"split": cfg.split, "images": 0, "note": note})
         write_csv(PER_CLASS, [{"class": n, "seed": None, "crf_confident": None, "random_walk": None} for n in names])
         write_json(CONFUSION, {"note": note})

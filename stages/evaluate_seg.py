@@ -11,7 +11,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.evaluation import SegmentationScore
 from pipeline.files import atomic_path, id_filename
-from pipeline.ground_truth import GroundTruth
+from pipeline.ground_truth import GroundTruth, no_ground_truth
 from pipeline.progress import progress
 from pipeline.segmentation.infer import EvaluateSegConfig, crf_labels, predict_probs
 from pipeline.segmentation.net import load_segmenter
@@ -83,7 +83,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
             save_label_png(png_tmp / f"{id_filename(ids[row])}.png", predictions["network"])
             save_label_png(png_tmp / "crf" / f"{id_filename(ids[row])}.png", predictions["network_crf"])
     if not scored:
-        note = f"no ground truth for split {cfg.split}"
+        note = no_ground_truth(cfg.split)
         write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": 0, "predicted": len(ids), "note": note})
         write_csv(SEGMENTER_PER_CLASS_IOU, [{"class": n, "network": None, "network_crf": None} for n in names])
         echo(f"evaluate_seg: {len(ids)} {cfg.split} images predicted -> {PNG_DIR}/; {note}, nothing scored")

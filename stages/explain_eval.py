@@ -15,7 +15,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.explain import explain
 from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
-from pipeline.ground_truth import GroundTruth
+from pipeline.ground_truth import GroundTruth, no_ground_truth
 from pipeline.labels import resize_labels
 from pipeline.models import build_classifier, load_classifier
 from pipeline.progress import progress_bar
@@ -84,7 +84,7 @@ def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[s
         )
         bar.close()
     if not segment:
-        return results, {"segmentation_test": f"segmentation test skipped: no ground truth for split {cfg.split}"}
+        return results, {"segmentation_test": f"segmentation test skipped: {no_ground_truth(cfg.split)}"}
     if len(with_mask) < len(in_split):
         return results, {"note": f"both tests on the {len(with_mask)} of {len(in_split)} images of split {cfg.split} that have ground truth"}
     return results, {}

@@ -22,9 +22,6 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     source = open_source(config)
     if list(source.class_names) != index.class_names:
         raise InputError(f"{DATASET} was indexed with other classes than {config.root} has now; rerun the dataset stage")
-    positions = [p for p in range(len(index.ids)) if index.has_mask[p]]
-    ids = [index.ids[p] for p in positions]
-    count = write_masks(OUTPUT, source, ids, index.sizes[positions],
-                        progress=lambda items: progress(items, total=len(items), desc="masks"))
+    count = write_masks(OUTPUT, source, index, progress=lambda items: progress(items, total=len(items), desc="masks"))
     echo(f"masks: {count} of {len(index.ids)} images have a ground-truth mask -> {OUTPUT}"
          + ("" if count else " (no ground truth: evaluation stages will say so instead of scoring)"))

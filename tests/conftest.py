@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.preset import merged
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent  # the venv's bin: wsss and dvc live there
 
@@ -39,13 +41,6 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
-def _merge(base: dict, override: dict) -> dict:
-    out = dict(base)
-    for key, value in override.items():
-        out[key] = _merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
 def make_project_copy(dest: Path, params_override: dict | None = None) -> Path:
     """The tracked project files in a new git repo at `dest`, with tiny params committed."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -55,7 +50,7 @@ def make_project_copy(dest: Path, params_override: dict | None = None) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
-    (dest / "params.yaml").write_text(yaml.safe_dump(_merge(params, {**TINY_PARAMS, **(params_override or {})}), sort_keys=False))
+    (dest / "params.yaml").write_text(yaml.safe_dump(merged(params, {**TINY_PARAMS, **(params_override or {})}), sort_keys=False))
     run(["git", "init", "-q"], dest)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], dest)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], dest)

@@ -125,8 +125,7 @@ def coco_config(root: Path, skip_unannotated: bool = False) -> DatasetConfig:
 def _index_with_masks(tmp_path: Path, config: DatasetConfig) -> tuple[DatasetIndex, GroundTruth]:
     write_index(tmp_path / "dataset.zarr", config)
     index = DatasetIndex(tmp_path / "dataset.zarr")
-    with_mask = np.flatnonzero(index.has_mask)
-    write_masks(tmp_path / "masks.zarr", open_source(config), [index.ids[p] for p in with_mask], index.sizes[with_mask])
+    write_masks(tmp_path / "masks.zarr", open_source(config), index)
     return index, GroundTruth(tmp_path / "masks.zarr")
 
 
@@ -348,5 +347,5 @@ def test_bad_masks_are_all_reported_by_the_masks_writer_and_nothing_is_written(t
     write_index(tmp_path / "dataset.zarr", config)  # the dataset stage leaves mask pixels alone
     index = DatasetIndex(tmp_path / "dataset.zarr")
     with pytest.raises(DatasetError, match=r"(?s)2 of 2 masks are bad:.*cats/001\.png is 24x10 but its image is 24x20.*dogs/001\.png has values \[7\]"):
-        write_masks(tmp_path / "masks.zarr", open_source(config), ["cats/001", "dogs/001"], index.sizes[:2])
+        write_masks(tmp_path / "masks.zarr", open_source(config), index)
     assert not (tmp_path / "masks.zarr").exists()
