@@ -13,23 +13,29 @@ shard files exist (an all-fill shard is legitimately never written) and a reader
 that each recorded file is still there. A shard whose bytes changed fails zarr's crc32c
 check when read; both end in one message that names the store and the fix.
 
-A store is built in a temporary sibling directory and renamed into place only after every
-array and the completion flag are written, so a crash never leaves a store a reader accepts.
-Same inputs give byte-identical files: no timestamps, deterministic codecs.
+A store is built in a work folder (a temporary sibling, or a stage's staging folder when the
+stage can resume) and renamed into place only after every array and the completion flag are
+written, so a crash never leaves a store a reader accepts. Same inputs give byte-identical
+files: no timestamps, deterministic codecs, and the same bytes whichever rank wrote a shard.
 """
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dataclasses import dataclass
+
 import numpy as np
 import zarr
 from zarr.codecs import Crc32cCodec, ZstdCodec
 
+from pipeline.config import knob
+from pipeline.distributed import Group, shares
 from pipeline.errors import InputError
-from pipeline.files import commit, discard, temporary_sibling
+from pipeline.files import commit, discard, temporary_sibling, write_text
 
 FORMAT_VERSION = 2  # 2: the marker lists each array's shard files
 MARKER = "vit_wsss"
@@ -39,6 +45,15 @@ SHAPE_SUFFIX = ".shape"
 _COMPRESSORS = (ZstdCodec(), Crc32cCodec())
 # The stage that writes each kind of store, for the fix a damaged store's message gives.
 _WRITER_STAGE = {"refined": "random_walk"}
+DEFAULT_SHARD_SIZE = 256  # stores of stages that do not split work across ranks (dataset, masks, aff_pairs)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The ``storage`` section: the layout of the stores the per-image stages write."""
+
+    shard_size: int = knob("images per shard file of the per-image stores (cams, crf_labels, random_walk, evaluate_seg): "
+                           "the unit of work a rank takes and a resumed run keeps; changes files, not values", 1, 1 << 16)
 
 
 class ArtifactError(InputError):
@@ -58,9 +73,10 @@ class _ArrayBuffer:
         self.max_shape = max_shape
         self.pending: dict[int, dict[int, np.ndarray]] = {}
         self.shapes = np.zeros((array.shape[0], len(array.shape) - 1), dtype=np.int32) if max_shape else None
-        self.written = np.zeros(array.shape[0], dtype=bool)
+        self.flushed: set[int] = set()
 
-    def put(self, index: int, value: np.ndarray) -> None:
+    def put(self, index: int, value: np.ndarray) -> int | None:
+        """Buffer item ``index``; returns its shard number when that completed (and wrote) the shard."""
         value = np.asarray(value)
         item_shape = tuple(self.array.shape[1:])
         if self.max_shape is not None:
@@ -74,40 +90,45 @@ class _ArrayBuffer:
             raise ArtifactError(f"array '{self.array.basename}': item of shape {value.shape}, expected {item_shape}")
         shard = index // self.shard_size
         self.pending.setdefault(shard, {})[index] = value.astype(self.array.dtype, copy=False)
-        self.written[index] = True
-        start, stop = self._bounds(shard)
-        if len(self.pending[shard]) == stop - start:
-            self._flush(shard)
-
-    def _bounds(self, shard: int) -> tuple[int, int]:
-        start = shard * self.shard_size
-        return start, min(start + self.shard_size, self.array.shape[0])
-
-    def _flush(self, shard: int) -> None:
+        rows = shard_rows(shard, self.shard_size, self.array.shape[0])
+        start, stop = rows.start, rows.stop
+        if len(self.pending[shard]) < stop - start:
+            return None
         items = self.pending.pop(shard)
-        start, stop = self._bounds(shard)
         block = np.zeros((stop - start, *self.array.shape[1:]), dtype=self.array.dtype)
-        for index, value in items.items():
-            block[index - start] = value
+        for row, item in items.items():
+            block[row - start] = item
         self.array[start:stop] = block
+        self.flushed.add(shard)
+        return shard
 
-    def close(self, selection: np.ndarray) -> None:
-        missing = np.nonzero(selection & ~self.written)[0]
-        if missing.size:
-            raise ArtifactError(f"array '{self.array.basename}': {missing.size} images were never written (first index {missing[0]})")
-        for shard in sorted(self.pending):
-            self._flush(shard)
+
+def shard_rows(shard: int, shard_size: int, count: int) -> range:
+    """The rows (images) of shard number ``shard`` in a store of ``count`` images."""
+    return range(shard * shard_size, min((shard + 1) * shard_size, count))
 
 
 class ArtifactWriter:
-    """Context manager that builds a store in a temporary directory and renames it on success.
+    """Context manager that builds a store shard by shard and puts it in place once complete.
 
     >>> with ArtifactWriter("data/cams.zarr", kind="cams", ids=ids, attrs={...}) as out:
     ...     out.create("cams", item_shape=(20, 28, 28), dtype="float16")
-    ...     out.write("cams", 0, cams0)
+    ...     for shard in out.my_shards():
+    ...         for row in out.rows(shard):
+    ...             out.write("cams", row, cams_of(row))
+
+    The store is built in a work folder: a fresh hidden sibling of ``path`` by default,
+    removed if the body fails. With ``work`` (a staging folder keyed by the stage's inputs),
+    the folder outlives a failure: each shard whose items are all written gets a marker in
+    ``work/done/``, and a rerun skips those shards (:meth:`my_shards` lists the rest).
+
+    With a :class:`~pipeline.distributed.Group` of several ranks, every rank writes whole
+    shards of its own (disjoint shard files: no locking), and on exit rank 0 alone commits
+    the store after a barrier: shapes, completion flag, rename into place.
     """
 
-    def __init__(self, path: str | os.PathLike, kind: str, ids: Sequence[str], attrs: dict[str, Any] | None = None, shard_size: int = 256):
+    def __init__(self, path: str | os.PathLike, kind: str, ids: Sequence[str], attrs: dict[str, Any] | None = None,
+                 shard_size: int = DEFAULT_SHARD_SIZE, work: Path | None = None, group: Group = Group()):
         if shard_size < 1:
             raise ValueError("shard_size must be >= 1")
         self.path = Path(path)
@@ -115,31 +136,64 @@ class ArtifactWriter:
         self.ids = [str(i) for i in ids]
         self.attrs = dict(attrs or {})
         self.shard_size = shard_size
-        self.tmp_path = temporary_sibling(self.path)
-        self.group: zarr.Group | None = None
+        self.resumable = work is not None
+        self.work = Path(work) if work is not None else temporary_sibling(self.path)
+        self.group = group
+        self.store: zarr.Group | None = None
         self.buffers: dict[str, _ArrayBuffer] = {}
+        self.folders: dict[Path, Path] = {}
+        self.shard_count = -(-len(self.ids) // shard_size)
+        self.done_before: list[int] = []
+
+    @property
+    def _store_path(self) -> Path:
+        return self.work / "store"
+
+    def _marker(self, shard: int) -> Path:
+        return self.work / "done" / f"{shard}.json"
 
     def __enter__(self) -> "ArtifactWriter":
-        self.group = zarr.open_group(str(self.tmp_path), mode="w", zarr_format=3)
+        if self.group.is_main:
+            (self.work / "done").mkdir(parents=True, exist_ok=True)
+            zarr.open_group(str(self._store_path), mode="a", zarr_format=3)
+            done = [s for s in range(self.shard_count) if self._marker(s).is_file()]
+        self.done_before = self.group.broadcast(done if self.group.is_main else None)
+        self.group.barrier()
+        self.store = zarr.open_group(str(self._store_path), mode="r+", zarr_format=3)
         return self
 
     def create(self, name: str, item_shape: Sequence[int], dtype: str | np.dtype, max_shape: bool = False) -> None:
-        """Declare an array of N items of `item_shape`; with `max_shape=True` items may be smaller (padded)."""
-        assert self.group is not None, "use ArtifactWriter as a context manager"
+        """Declare an array of N items of `item_shape`; with `max_shape=True` items may be smaller (padded).
+        A resumed store keeps the array it already has (same inputs, same declaration)."""
+        assert self.store is not None, "use ArtifactWriter as a context manager"
         if name in self.buffers:
             raise ArtifactError(f"array '{name}' declared twice")
         item_shape = tuple(int(s) for s in item_shape)
-        n = len(self.ids)
-        array = self.group.create_array(
-            name,
-            shape=(n, *item_shape),
-            chunks=(1, *item_shape),
-            shards=(self.shard_size, *item_shape),
-            dtype=dtype,
-            fill_value=0,
-            compressors=_COMPRESSORS,
-        )
+        shape = (len(self.ids), *item_shape)
+        if self.group.is_main and name not in self.store:
+            self.store.create_array(name, shape=shape, chunks=(1, *item_shape), shards=(self.shard_size, *item_shape),
+                                    dtype=dtype, fill_value=0, compressors=_COMPRESSORS)
+        self.group.barrier()
+        array = zarr.open_array(str(self._store_path / name), mode="r+", zarr_format=3)
+        if array.shape != shape or array.dtype != np.dtype(dtype):
+            raise ArtifactError(f"{self.work}: array '{name}' is {array.shape} {array.dtype}, expected {shape} {np.dtype(dtype)}; "
+                                "delete the staging folder and rerun")
         self.buffers[name] = _ArrayBuffer(array, self.shard_size, item_shape if max_shape else None)
+
+    def attach_folder(self, path: str | os.PathLike) -> Path:
+        """A folder built with the store (e.g. one PNG per image) and put at ``path`` with it."""
+        folder = self.work / "folders" / Path(path).name
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folders[Path(path)] = folder
+        return folder
+
+    def my_shards(self) -> list[int]:
+        """The shards this rank computes: those without a marker, split across the ranks."""
+        done = set(self.done_before)
+        return shares([s for s in range(self.shard_count) if s not in done], self.group)
+
+    def rows(self, shard: int) -> range:
+        return shard_rows(shard, self.shard_size, len(self.ids))
 
     def write(self, name: str, index: int, value: np.ndarray) -> None:
         """Store item `index` of array `name`."""
@@ -147,27 +201,48 @@ class ArtifactWriter:
             raise ArtifactError(f"array '{name}' was not declared with create()")
         if not 0 <= index < len(self.ids):
             raise ArtifactError(f"index {index} out of range for {len(self.ids)} images")
-        self.buffers[name].put(index, value)
+        shard = self.buffers[name].put(index, value)
+        if shard is not None and all(shard in buffer.flushed for buffer in self.buffers.values()):
+            # Every array holds this shard: record it, with the true shapes of its padded items.
+            rows = self.rows(shard)
+            shapes = {n: b.shapes[rows.start:rows.stop].tolist() for n, b in self.buffers.items() if b.shapes is not None}
+            write_text(self._marker(shard), json.dumps({"shapes": shapes}))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
-            discard(self.tmp_path)
+            if not self.resumable:
+                discard(self.work)
             return
         try:
-            everything = np.ones(len(self.ids), dtype=bool)
-            for name, buffer in self.buffers.items():
-                buffer.close(everything)
-                if buffer.shapes is not None:
-                    shapes = self.group.create_array(name + SHAPE_SUFFIX, shape=buffer.shapes.shape, chunks=buffer.shapes.shape, dtype="int32",
-                                                     fill_value=0, compressors=_COMPRESSORS)
-                    shapes[:] = buffer.shapes
-            # The completion marker goes last: a store without it is never accepted.
-            marker = {"format_version": FORMAT_VERSION, "kind": self.kind, "complete": True, "shards": _shard_files(self.tmp_path)}
-            self.group.attrs.update({"ids": self.ids, **self.attrs, MARKER: marker})
+            self.group.barrier()
+            if self.group.is_main:
+                self._commit()
+            self.group.barrier()
         except BaseException:
-            discard(self.tmp_path)
+            if not self.resumable:
+                discard(self.work)
             raise
-        commit(self.tmp_path, self.path)
+
+    def _commit(self) -> None:
+        missing = [s for s in range(self.shard_count) if not self._marker(s).is_file()]
+        if missing:
+            first = self.rows(missing[0])
+            raise ArtifactError(f"{self.path}: {len(missing)} of {self.shard_count} shards incomplete, e.g. images {first.start}-{first.stop - 1} "
+                                "were never written to every array")
+        markers = [json.loads(self._marker(s).read_text())["shapes"] for s in range(self.shard_count)]
+        for name, buffer in self.buffers.items():
+            if buffer.shapes is not None:
+                shapes = np.array([shape for marker in markers for shape in marker[name]], dtype=np.int32).reshape(buffer.shapes.shape)
+                array = self.store.create_array(name + SHAPE_SUFFIX, shape=shapes.shape, chunks=shapes.shape, dtype="int32",
+                                                fill_value=0, compressors=_COMPRESSORS)
+                array[:] = shapes
+        # The completion marker goes last: a store without it is never accepted.
+        marker = {"format_version": FORMAT_VERSION, "kind": self.kind, "complete": True, "shards": _shard_files(self._store_path)}
+        self.store.attrs.update({"ids": self.ids, **self.attrs, MARKER: marker})
+        commit(self._store_path, self.path)
+        for final, folder in self.folders.items():
+            commit(folder, final)
+        discard(self.work)
 
 
 def _shard_files(root: Path) -> dict[str, list[str]]:

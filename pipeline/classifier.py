@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Union
 
 import numpy as np
@@ -10,12 +11,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.augment import augment
+from pipeline.augment import augment, epoch_order, sample_rng
 from pipeline.config import knob
+from pipeline.distributed import Group, batch_share
 from pipeline.metrics import mean_average_precision
 from pipeline.models import DemoHybridConfig
 from pipeline.preprocess import normalise
 from pipeline.progress import progress_bar
+from pipeline.trainer import Precision, Trainer
 from pipeline.training import eval_mode, lr_factor
 
 
@@ -37,6 +40,7 @@ class ClassifierConfig:
     hflip: bool = knob("random horizontal mirror")
     color_jitter: float = knob("brightness, contrast and saturation factors in [1 - s, 1 + s]", 0.0, 1.0)
     seed: int = knob("initial weights, shuffling and augmentation", 0)
+    amp: Precision = knob("mixed precision of the forward pass: off, bf16, or fp16 (with loss scaling); for CUDA")
     train_split: str = knob("split the classifier learns from")
     val_split: str = knob("split its mAP is measured on")
 
@@ -62,7 +66,7 @@ def predict_scores(model: nn.Module, images: torch.Tensor, batch_size: int, devi
         for start in range(0, images.shape[0], batch_size):
             batch = normalise(images[start : start + batch_size].to(device))
             out.append(torch.sigmoid(model(batch)).float().cpu())
-    return torch.cat(out).numpy()
+    return torch.cat(out).numpy() if out else np.zeros((0, model.num_classes), np.float32)
 
 
 def train_classifier(
@@ -73,50 +77,58 @@ def train_classifier(
     val_labels: np.ndarray,
     config: ClassifierConfig,
     device: torch.device,
+    group: Group = Group(),
+    checkpoints: Path | None = None,
     on_epoch: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train with BCE on multi-hot labels; returns one record per epoch (loss, lr, val mAP, per-class AP).
 
-    Images are uint8 (N, 3, S, S) tensors already resized; deterministic for `config.seed` on CPU.
+    Images are uint8 (N, 3, S, S) tensors already resized. Each step takes a global batch of
+    ``config.batch_size`` images in the epoch's order; with several ranks each computes a slice
+    of it (:class:`~pipeline.trainer.Trainer`). With ``checkpoints`` (a folder), a rerun continues after
+    the last finished epoch. Deterministic for ``config.seed`` on CPU.
     """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
     model.to(device).train()
-    optimizer = make_optimizer(model, config)
+    trainer = Trainer(model, make_optimizer(model, config), device, group, config.amp, checkpoints)
     n = train_images.shape[0]
     steps_per_epoch = max(1, n // config.batch_size)  # drop the last partial batch: BN needs > 1 image
     total = steps_per_epoch * config.epochs
     warmup = config.warmup_epochs * steps_per_epoch
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    history: list[dict] = []
-    step = 0
-    bar = progress_bar(total=config.epochs * steps_per_epoch * config.batch_size, desc="train_cls")
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        losses = []
+    base_lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    first_epoch, history = trainer.resume()
+    bar = progress_bar(total=(config.epochs - first_epoch) * steps_per_epoch * config.batch_size, desc="train_cls")
+    for epoch in range(first_epoch, config.epochs):
+        order = epoch_order(n, config.seed, epoch)
+        loss_sum = torch.zeros((), dtype=torch.float64)
         for i in range(steps_per_epoch):
-            index = order[i * config.batch_size : (i + 1) * config.batch_size]
-            x, _ = augment(train_images[index], config.hflip, config.color_jitter, generator)
-            x = x.to(device)
-            x = normalise(x)
-            y = train_labels[index].float().to(device)
+            step = epoch * steps_per_epoch + i
+            batch = order[i * config.batch_size : (i + 1) * config.batch_size]
+            mine = batch_share(batch, group)
+            x, _ = augment(train_images[mine], config.hflip, config.color_jitter, [sample_rng(config.seed, epoch, j) for j in mine])
+            y = train_labels[mine].float().to(device)
             factor = lr_factor(step, total, warmup, config.schedule)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * factor
-            loss = F.binary_cross_entropy_with_logits(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            step += 1
-            bar.update(len(index))
-            bar.set_postfix(epoch=epoch + 1, loss=f"{np.mean(losses):.3f}")
-        scores = predict_scores(model, val_images, config.batch_size * 2, device)
-        val_map, per_class = mean_average_precision(scores, val_labels)
-        record = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": base_lrs[0] * factor, "val_map": val_map, "val_ap": per_class.tolist()}
+            for param_group, base in zip(trainer.optimizer.param_groups, base_lrs):
+                param_group["lr"] = base * factor
+            with trainer.autocast():
+                logits = trainer.network(normalise(x.to(device)))
+            local_sum = F.binary_cross_entropy_with_logits(logits.float(), y, reduction="sum")
+            trainer.step(trainer.share_of_mean(local_sum, len(batch) * y.shape[1]))
+            loss_sum += local_sum.detach().double().cpu() / (len(batch) * y.shape[1])
+            bar.update(len(batch))
+        trainer.sync_buffers()
+        val_map, per_class = mean_average_precision(_scores(model, val_images, config.batch_size * 2, device, group), val_labels)
+        loss = float(group.sum(loss_sum)) / steps_per_epoch
+        record = {"epoch": epoch + 1, "loss": loss, "lr": base_lrs[0] * factor, "val_map": val_map, "val_ap": per_class.tolist()}
         history.append(record)
-        if on_epoch:
+        trainer.save(epoch + 1, history)
+        if on_epoch and group.is_main:
             on_epoch(record)
     bar.close()
     model.eval()
     return history
+
+
+def _scores(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device, group: Group) -> np.ndarray:
+    """`predict_scores` on all images, each rank scoring a contiguous slice."""
+    mine = batch_share(range(images.shape[0]), group)
+    return np.concatenate(group.gather(predict_scores(model, images[mine], batch_size, device)))

@@ -102,6 +102,8 @@ def check_value(raw: Any, kind: Any, where: str, metadata: Mapping[str, Any] | N
     if dataclasses.is_dataclass(kind):
         return from_mapping(kind, raw, where)
     if origin is Literal:
+        if raw is False and "off" in get_args(kind):
+            raise ConfigError(f"'{where}' must be {_type_name(kind, metadata)}, got false: YAML reads a bare off as false, write \"off\"")
         if raw not in get_args(kind):
             raise wrong
         return raw

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from pipeline.config import knob
+from pipeline.distributed import Group
 from pipeline.explain import method_names
 from pipeline.maps import min_max, upsample_min_max
 from pipeline.metrics import IGNORE_INDEX, average_precision, confusion_matrix, iou_per_class, trapezoid_auc
@@ -244,6 +245,12 @@ class PerturbationAccumulator:
             self.correct[sign] += np.asarray(correct[sign], dtype=np.int64).sum(axis=1)
         self.count += shapes["positive"][1]
 
+    def merge(self, other: "PerturbationAccumulator") -> None:
+        """Add another rank's counts (integers: the order of merging cannot matter)."""
+        for sign in SIGNS:
+            self.correct[sign] += other.correct[sign]
+        self.count += other.count
+
     def accuracy(self, sign: str) -> np.ndarray:
         """Fraction of rows correct at each step (NaN before any update)."""
         _check_choice("sign", sign, SIGNS)
@@ -297,8 +304,7 @@ class SegmentationAccumulator:
         _check_choice("ap_rule", ap_rule, AP_RULES)
         self.ap_rule = ap_rule
         self.confusion = np.zeros((2, 2), dtype=np.int64)  # [target, prediction], 0 = bg, 1 = fg
-        self.ap_sum = 0.0
-        self.ap_count = 0
+        self.aps: list[float] = []
         self.count = 0
 
     def update(self, scores: torch.Tensor, masks: torch.Tensor | np.ndarray) -> None:
@@ -311,9 +317,14 @@ class SegmentationAccumulator:
         for score, mask in zip(scores.float().cpu().numpy(), masks):
             ap = image_average_precision(score, mask, self.ap_rule)
             if not math.isnan(ap):  # images without a labelled pixel say nothing about ranking
-                self.ap_sum += ap
-                self.ap_count += 1
+                self.aps.append(ap)
         self.count += len(masks)
+
+    def merge(self, other: "SegmentationAccumulator") -> None:
+        """Add another rank's images (the mean AP is an exactly rounded sum: independent of order)."""
+        self.confusion += other.confusion
+        self.aps += other.aps
+        self.count += other.count
 
     @property
     def pixel_accuracy(self) -> float:
@@ -332,7 +343,7 @@ class SegmentationAccumulator:
 
     @property
     def mean_ap(self) -> float:
-        return self.ap_sum / self.ap_count if self.ap_count else float("nan")
+        return math.fsum(self.aps) / len(self.aps) if self.aps else float("nan")
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready, in percent as the paper's Table 3."""
@@ -372,6 +383,7 @@ def evaluate_method(
     mask_class_offset: int = 1,
     ap_rule: ApRule = "pooled",
     progress: Callable[[int], object] | None = None,
+    group: Group = Group(),
 ) -> dict[str, Any]:
     """Run the perturbation tests (one per mode in `perturbation_modes`) and the segmentation test
     (explaining `segmentation_mode`; None skips it) over `batches` (format in the module docstring).
@@ -379,7 +391,8 @@ def evaluate_method(
     The model (in eval mode) is run once per batch on the clean images; maps of a mode are
     computed once and shared by both tests. The explainer sees at most as many rows per call as
     the incoming batch has images (multi-label "target" rows are split into such chunks).
-    `progress` is called with the number of images after each batch.
+    `progress` is called with the number of images after each batch. With several ranks, each
+    passes its own batches and the counts of all ranks are added up before the summary.
 
     Returns a JSON-ready dict: {"rule", "perturbation": {mode: PerturbationAccumulator.summary()},
     "segmentation": SegmentationAccumulator.summary() | {"mode"}}; sections that did not run are
@@ -424,6 +437,12 @@ def evaluate_method(
         if progress is not None:
             progress(len(images))
 
+    # Every rank's counts on every rank (all_gather), added in rank order: ranks 1.. into rank 0's.
+    for other_perturbation, other_segmentation in group.gather((perturbation, segmentation))[1:]:
+        for mode, accumulator in other_perturbation.items():
+            perturbation[mode].merge(accumulator)
+        if segmentation is not None:
+            segmentation.merge(other_segmentation)
     result: dict[str, Any] = {"rule": rule}
     if perturbation:
         result["perturbation"] = {mode: acc.summary() for mode, acc in perturbation.items()}

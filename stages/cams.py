@@ -14,17 +14,18 @@ from pipeline.models import load_classifier, token_stride
 from pipeline.progress import progress_bar
 from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, require_method
 from stages.common import PARAMS_OPTION, StageParams, echo
+from stages.staging import finish, resuming_note, staging_folder
 from stages.paths import CAMS, CLASSIFIER, DATASET
 
 OUTPUT = CAMS
 KIND = "cams"
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Explain the classifier for each ground-truth class of each image; writes data/cams.zarr (float16)."""
     params = StageParams(params_file)
     cfg = params.section("cams", CamsConfig)
-    device = params.device()
+    group, device = params.join()
     index = DatasetIndex(DATASET)
     # Other input sizes than the training one need the position embedding resized on the fly.
     dynamic = any(scale != 1.0 for scale in cfg.scales)
@@ -41,35 +42,38 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     grid = (cfg.image_size // stride, cfg.image_size // stride)
     positions = index.indices(cfg.splits)
     ids = [index.ids[i] for i in positions]
-    # One explanation per (image, present class); images without labels get all-zero maps.
-    pairs = [(row, int(c)) for row, pos in enumerate(positions) for c in np.nonzero(index.labels[pos])[0]]
     attrs = {
         "class_names": index.class_names, "grid": list(grid), "stride": stride, "image_size": cfg.image_size,
         "method": cfg.method, "start_layer": cfg.start_layer, "scales": cfg.scales, "flip": cfg.flip,
         "normalisation": "per class: clip at 0, divide by its max",
     }
-    remaining = np.bincount(np.array([row for row, _ in pairs], dtype=np.int64), minlength=len(positions))
-    pending: dict[int, np.ndarray] = {}
-    with ArtifactWriter(OUTPUT, KIND, ids, attrs) as out:
+    staging = staging_folder("cams", params, group)
+    with ArtifactWriter(OUTPUT, KIND, ids, attrs, params.shard_size(), work=staging and staging / OUTPUT.name, group=group) as out:
         out.create("cams", (index.num_classes, *grid), "float16")
         out.create("labels", (index.num_classes,), "uint8")
-        for row, pos in enumerate(positions):
-            out.write("labels", row, index.labels[pos])
-            if remaining[row] == 0:
-                out.write("cams", row, np.zeros((index.num_classes, *grid), np.float16))
-        bar = progress_bar(len(pairs), desc="cams", unit="map")
-        for start in range(0, len(pairs), cfg.batch_size):
-            batch = pairs[start : start + cfg.batch_size]
-            # An image with several present classes is in the batch once per class: decode it once.
-            decoded = {row: resize_square(index.image(int(positions[row])), cfg.image_size) for row in dict.fromkeys(r for r, _ in batch)}
-            images = to_tensor([decoded[row] for row, _ in batch]).to(device)
-            classes = torch.tensor([c for _, c in batch], device=device)
-            maps = multiscale_relevance(model, images, classes, grid, stride, cfg)
-            for (row, c), m in zip(batch, normalise_by_max(maps.float().cpu().numpy())):
-                pending.setdefault(row, np.zeros((index.num_classes, *grid), np.float32))[c] = m
-                remaining[row] -= 1
-                if remaining[row] == 0:  # all classes of this image done: hand it to the writer
-                    out.write("cams", row, pending.pop(row))
-            bar.update(len(batch))
+        resuming_note("cams", len(out.done_before), out.shard_count, "shards", group)
+        shards = out.my_shards()
+        # One explanation per (image, present class), batched within a shard so that a batch,
+        # and so every map, is the same whichever rank computes the shard.
+        work = {shard: [(row, int(c)) for row in out.rows(shard) for c in np.nonzero(index.labels[positions[row]])[0]] for shard in shards}
+        bar = progress_bar(sum(len(pairs) for pairs in work.values()), desc="cams", unit="map")
+        for shard, pairs in work.items():
+            maps_of = {row: np.zeros((index.num_classes, *grid), np.float32) for row in out.rows(shard)}
+            for start in range(0, len(pairs), cfg.batch_size):
+                batch = pairs[start : start + cfg.batch_size]
+                # An image with several present classes is in the batch once per class: decode it once.
+                decoded = {row: resize_square(index.image(int(positions[row])), cfg.image_size) for row in dict.fromkeys(r for r, _ in batch)}
+                images = to_tensor([decoded[row] for row, _ in batch]).to(device)
+                classes = torch.tensor([c for _, c in batch], device=device)
+                maps = multiscale_relevance(model, images, classes, grid, stride, cfg)
+                for (row, c), m in zip(batch, normalise_by_max(maps.float().cpu().numpy())):
+                    maps_of[row][c] = m
+                bar.update(len(batch))
+            # Images without labels keep all-zero maps.
+            for row, maps in maps_of.items():
+                out.write("labels", row, index.labels[positions[row]])
+                out.write("cams", row, maps)
         bar.close()
-    echo(f"cams: {len(pairs)} maps for {len(ids)} images ({cfg.method}) -> {OUTPUT}")
+    maps_total = int(index.labels[positions].sum())
+    finish(staging, group, f"cams: {maps_total} maps for {len(ids)} images ({cfg.method}) -> {OUTPUT}")
+    return maps_total, "map"

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import json
 import os
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,9 +19,9 @@ from pathlib import Path
 import typer
 
 from pipeline.errors import InputError
-from stages.common import PARAMS_OPTION, write_json
+from stages.common import PARAMS_OPTION, StageParams, write_json
 from stages.paths import TIMINGS
-from stages.stage_list import STAGES
+from stages.stage_list import CPU_ONLY, DISTRIBUTED, STAGES
 
 app = typer.Typer(
     help="vit-wsss: image-level labels to pixel-level pseudo-masks (ViT relevance -> dCRF -> AffinityNet -> random walk).",
@@ -43,28 +46,68 @@ def _friendly_errors(run: Callable) -> Callable:
 
 
 def _cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children (the CRF worker pool)."""
+    """User + system CPU time of this process and its finished children (worker pools, torchrun ranks)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _stage_command(module_name: str, timing_name: str | None = None) -> Callable[[Path], None]:
-    """Run a module's `main`; with ``timing_name``, record its wall time, CPU time and peak memory
-    in metrics/timings/<name>.json (or in $WSSS_TIMINGS_DIR, for runs in a temporary copy such
-    as `dvc exp run --temp`)."""
+def _processes(name: str, params_file: Path) -> int:
+    """How many processes `distributed.nproc_per_node` asks for stage ``name`` on this machine."""
+    import torch
+
+    from pipeline.distributed import DistributedConfig, processes_per_node
+
+    params = StageParams(params_file)
+    device = torch.device("cpu") if name in CPU_ONLY else params.device()
+    return processes_per_node(params.section("distributed", DistributedConfig), device)
+
+
+def _run_ranks(name: str, params_file: Path, processes: int) -> None:
+    """Run the stage as ``processes`` ranks on this machine under torchrun. torchrun stops every
+    rank as soon as one fails and exits non-zero; that exit code ends this command too."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "stages.cli", name, "--params", str(params_file)]
+    code = subprocess.call(command)
+    if code:
+        typer.echo(f"error: {name} failed in one of its {processes} processes (its message is above); nothing was committed", err=True)
+        raise typer.Exit(code)
+
+
+def _stage_command(module_name: str, name: str | None = None) -> Callable[[Path], None]:
+    """Run a module's `main`; for a DVC stage (``name``) also record its wall time, CPU time,
+    peak memory and throughput in metrics/timings/<name>.json (or in $WSSS_TIMINGS_DIR, for runs
+    in a temporary copy such as `dvc exp run --temp`). A stage of `DISTRIBUTED` runs as several
+    torchrun processes when the `distributed` params ask for more than one."""
 
     def command(params_file: Path = PARAMS_OPTION) -> None:
+        from pipeline.distributed import launched, rank, world_size
+
         start, cpu_start = time.perf_counter(), _cpu_seconds()
-        importlib.import_module(module_name).main(params_file)
-        if timing_name:
-            seconds = time.perf_counter() - start
-            # ru_maxrss is in KiB on Linux: the largest resident set of this process or of one child.
-            peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-            folder = Path(os.environ.get("WSSS_TIMINGS_DIR") or TIMINGS)
-            write_json(folder / f"{timing_name}.json", {"stage": timing_name, "seconds": round(seconds, 2),
-                                                         "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
-                                                         "peak_memory_mib": round(peak / 1024, 1),
-                                                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        folder = Path(os.environ.get("WSSS_TIMINGS_DIR") or TIMINGS)
+        processes = _processes(name, params_file) if name in DISTRIBUTED and not launched() else 1
+        if processes > 1:
+            _run_ranks(name, params_file, processes)
+            # Rank 0 recorded what it processed; the totals of all ranks are this process's.
+            throughput = json.loads((folder / f"{name}.json").read_text()).get("items")
+        else:
+            main = importlib.import_module(module_name).main
+            if launched():  # torchrun's summary then names the failing rank with its error and traceback
+                from torch.distributed.elastic.multiprocessing.errors import record
+
+                main = record(main)
+            throughput = main(params_file)
+            if name is None or rank() != 0:
+                return
+        seconds = time.perf_counter() - start
+        # ru_maxrss is in KiB on Linux: the largest resident set of this process or of one child.
+        peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+        record = {"stage": name, "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
+                  "peak_memory_mib": round(peak / 1024, 1), "processes": processes if processes > 1 else world_size(),
+                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if throughput:
+            count, unit = throughput
+            record.update(items=[count, unit], items_per_second=round(count / max(seconds, 1e-9), 2))
+        write_json(folder / f"{name}.json", record)
 
     return command
 

@@ -17,6 +17,8 @@ from stages import params as P
 if TYPE_CHECKING:
     import torch
 
+    from pipeline.distributed import Group
+
 T = TypeVar("T")
 
 PARAMS_OPTION = typer.Option(Path("params.yaml"), "--params", help="Parameter file to read instead of params.yaml.")
@@ -38,6 +40,20 @@ class StageParams:
         from pipeline.device import resolve_device  # torch only for the stages that use a device
 
         return resolve_device(P.value(self.raw, "device", str, self.source))
+
+    def join(self, cpu_only: bool = False) -> tuple[Group, torch.device]:
+        """This process's rank group (one process unless torchrun started several) and its device
+        (the CPU for a stage that never uses a GPU, such as crf_labels)."""
+        import torch
+
+        from pipeline.distributed import DistributedConfig, join
+
+        return join(torch.device("cpu") if cpu_only else self.device(), self.section("distributed", DistributedConfig))
+
+    def shard_size(self) -> int:
+        from pipeline.artifacts import StorageConfig
+
+        return self.section("storage", StorageConfig).shard_size
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -6,17 +6,18 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.artifacts import ArtifactWriter
+from pipeline.artifacts import Artifact, ArtifactWriter
 from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.evaluation import SegmentationScore
-from pipeline.files import atomic_path, id_filename
+from pipeline.files import id_filename
 from pipeline.ground_truth import GroundTruth, no_ground_truth
 from pipeline.progress import progress
 from pipeline.segmentation.infer import EvaluateSegConfig, crf_labels, predict_probs
 from pipeline.segmentation.net import load_segmenter
 from pipeline.voc import save_label_png
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
+from stages.staging import finish, resuming_note, staging_folder
 from stages.paths import DATASET, MASKS, SEG_PREDICTIONS, SEG_PREDICTION_PNGS, SEGMENTER, SEGMENTER_METRICS, SEGMENTER_PER_CLASS_IOU
 
 OUTPUT = SEG_PREDICTIONS
@@ -46,11 +47,11 @@ def check_held_out(index: DatasetIndex, split: str, trained_on: dict) -> None:
                          f"splits {trained_on['splits']}; score a split it did not train on, or train on splits without these images")
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Predictions -> data/seg_predictions.zarr and PNGs, metrics/segmenter.json, per-class IoU plot."""
     params = StageParams(params_file)
     cfg = params.section("evaluate_seg", EvaluateSegConfig)
-    device = params.device()
+    group, device = params.join()
     index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     positions = index.indices([cfg.split])
     if len(positions) == 0:
@@ -60,36 +61,48 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     if meta["class_names"] != names:
         raise InputError(f"{SEGMENTER} predicts {meta['class_names']} but {DATASET} has {names}; rerun train_seg")
     check_held_out(index, cfg.split, meta.get("trained_on", {}))
-    scores = {variant: SegmentationScore(len(names)) for variant in VARIANTS}
     ids = [index.ids[p] for p in positions]
-    scored = sum(image_id in truth for image_id in ids)
     max_size = tuple(int(v) for v in index.sizes[positions].max(axis=0))
     attrs = {"class_names": index.class_names, "split": cfg.split, "scales": cfg.scales, "flip": cfg.flip,
              "values": "0 background, k class k; labels: the network, labels_crf: after the dense CRF"}
-    with atomic_path(PNG_DIR) as png_tmp, ArtifactWriter(OUTPUT, KIND, ids, attrs) as out:
-        (png_tmp / "crf").mkdir(parents=True)
+    staging = staging_folder("evaluate_seg", params, group)
+    with ArtifactWriter(OUTPUT, KIND, ids, attrs, params.shard_size(), work=staging and staging / OUTPUT.name, group=group) as out:
         out.create("labels", max_size, "uint8", max_shape=True)
         out.create("labels_crf", max_size, "uint8", max_shape=True)
-        for row, position in enumerate(progress(positions, total=len(positions), desc="evaluate_seg")):
-            image = index.image(int(position))
+        png_folder = out.attach_folder(PNG_DIR)
+        (png_folder / "crf").mkdir(exist_ok=True)
+        resuming_note("evaluate_seg", len(out.done_before), out.shard_count, "shards", group)
+        rows = [row for shard in out.my_shards() for row in out.rows(shard)]
+        for row in progress(rows, total=len(rows), desc="evaluate_seg"):
+            image = index.image(int(positions[row]))
             probs = predict_probs(net, image, cfg.scales, cfg.flip, device)
-            predictions = {"network": probs.argmax(axis=0).astype(np.uint8), "network_crf": crf_labels(image, probs, cfg.crf)}
-            if ids[row] in truth:
-                target = truth.mask(ids[row])
-                for variant, prediction in predictions.items():
-                    scores[variant].add(prediction, target)
-            out.write("labels", row, predictions["network"])
-            out.write("labels_crf", row, predictions["network_crf"])
-            save_label_png(png_tmp / f"{id_filename(ids[row])}.png", predictions["network"])
-            save_label_png(png_tmp / "crf" / f"{id_filename(ids[row])}.png", predictions["network_crf"])
-    if not scored:
-        note = no_ground_truth(cfg.split)
-        write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": 0, "predicted": len(ids), "note": note})
+            network, with_crf = probs.argmax(axis=0).astype(np.uint8), crf_labels(image, probs, cfg.crf)
+            save_label_png(png_folder / f"{id_filename(ids[row])}.png", network)
+            save_label_png(png_folder / "crf" / f"{id_filename(ids[row])}.png", with_crf)
+            out.write("labels", row, network)
+            out.write("labels_crf", row, with_crf)
+    finish(staging, group, f"evaluate_seg: {len(ids)} {cfg.split} images predicted -> {OUTPUT}, {PNG_DIR}/")
+    if group.is_main:
+        write_scores(Artifact(OUTPUT, KIND), truth, cfg.split, names)
+    return len(ids), "image"
+
+
+def write_scores(predictions: Artifact, truth: GroundTruth, split: str, names: list[str]) -> None:
+    """Score the committed predictions (those of a resumed run included) against the ground truth."""
+    rows = [row for row, image_id in enumerate(predictions.ids) if image_id in truth]
+    if not rows:
+        note = no_ground_truth(split)
+        write_json(SEGMENTER_METRICS, {"split": split, "images": 0, "predicted": len(predictions), "note": note})
         write_csv(SEGMENTER_PER_CLASS_IOU, [{"class": n, "network": None, "network_crf": None} for n in names])
-        echo(f"evaluate_seg: {len(ids)} {cfg.split} images predicted -> {PNG_DIR}/; {note}, nothing scored")
+        echo(f"evaluate_seg: {note}, nothing scored")
         return
+    scores = {variant: SegmentationScore(len(names)) for variant in VARIANTS}
+    targets = list(truth.masks([predictions.ids[row] for row in rows]))
+    for variant, array in zip(VARIANTS, ("labels", "labels_crf")):
+        for prediction, target in zip(predictions.iter_rows(array, rows), targets):
+            scores[variant].add(prediction, target)
     network, with_crf = _scores(scores["network"], names), _scores(scores["network_crf"], names)
-    write_json(SEGMENTER_METRICS, {"split": cfg.split, "images": scored, **network, "crf": with_crf})
+    write_json(SEGMENTER_METRICS, {"split": split, "images": len(rows), **network, "crf": with_crf})
     write_csv(SEGMENTER_PER_CLASS_IOU, [{"class": n, "network": network["per_class_iou"][n], "network_crf": with_crf["per_class_iou"][n]}
                                         for n in names])
-    echo(f"evaluate_seg: {cfg.split} mIoU {network['miou']:.2f} (with CRF {with_crf['miou']:.2f}) on {scored} images -> {SEGMENTER_METRICS}")
+    echo(f"evaluate_seg: {split} mIoU {network['miou']:.2f} (with CRF {with_crf['miou']:.2f}) on {len(rows)} images -> {SEGMENTER_METRICS}")

@@ -12,6 +12,7 @@ import torch
 from pipeline import imagenet
 from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
+from pipeline.distributed import Group, batch_rows, leave
 from pipeline.errors import InputError
 from pipeline.explain import explain
 from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
@@ -59,9 +60,10 @@ def _limit(n: int, max_images: int) -> int:
     return n if max_images == 0 else min(n, max_images)
 
 
-def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
-    """Each method's results on explain_eval.split, and notes: the segmentation test skipped
-    (no ground truth), or both tests run on the images that have ground truth only."""
+def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device, group: Group) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+    """Each method's results on explain_eval.split, notes (the segmentation test skipped: no
+    ground truth; or both tests run on the images that have ground truth only), and the number
+    of (image, method) evaluations."""
     index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     model, meta = load_classifier(CLASSIFIER, device)
     in_split = [int(p) for p in index.indices([cfg.split])]
@@ -75,22 +77,27 @@ def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device) -> tuple[dict[s
     for method in cfg.methods:
         require_method(model, method, "explain_eval.methods")
     results = {}
+    mine = positions[batch_rows(len(positions), cfg.batch_size, group)]
     for method in cfg.methods:
-        bar = progress_bar(len(positions), desc=f"explain_eval {method}")
+        bar = progress_bar(len(mine), desc=f"explain_eval {method}")
         results[method] = evaluate_method(
-            model, dataset_batches(index, positions, meta["image_size"], cfg.batch_size, truth if segment else None), normalise,
+            model, dataset_batches(index, mine, meta["image_size"], cfg.batch_size, truth if segment else None), normalise,
             partial(explain, model, method=method, start_layer=cfg.start_layer),
             rule="multi_label", segmentation_mode="predicted" if segment else None, max_batch=cfg.max_forward_batch, progress=bar.update,
+            group=group,
         )
         bar.close()
+    evaluations = len(positions) * len(cfg.methods)
     if not segment:
-        return results, {"segmentation_test": f"segmentation test skipped: {no_ground_truth(cfg.split)}"}
+        return results, {"segmentation_test": f"segmentation test skipped: {no_ground_truth(cfg.split)}"}, evaluations
     if len(with_mask) < len(in_split):
-        return results, {"note": f"both tests on the {len(with_mask)} of {len(in_split)} images of split {cfg.split} that have ground truth"}
-    return results, {}
+        return results, {"note": f"both tests on the {len(with_mask)} of {len(in_split)} images of split {cfg.split} that have ground truth"}, evaluations
+    return results, {}, evaluations
 
 
-def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, dict[str, Any]]:
+def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+    """Each method's results on ImageNet val (perturbation) and/or ImageNet-segmentation, no
+    notes, and the number of (image, method) evaluations."""
     settings = cfg.imagenet
     if not settings.val_root and not settings.segmentation_file:
         raise InputError("explain_eval.source=imagenet needs explain_eval.imagenet.val_root and/or segmentation_file")
@@ -98,31 +105,40 @@ def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device) -> dict[str, d
     for method in cfg.methods:
         require_method(model, method, "explain_eval.methods")
     results: dict[str, dict[str, Any]] = {method: {} for method in cfg.methods}
+    evaluations = 0
     for method in cfg.methods:
         explainer = partial(explain, model, method=method, start_layer=cfg.start_layer)
         if settings.val_root:
             val = imagenet.read_imagenet_val(settings.val_root, settings.labels_file)
-            bar = progress_bar(_limit(len(val), cfg.max_images), desc=f"perturbation {method}")
+            rows = batch_rows(_limit(len(val), cfg.max_images), cfg.batch_size, group)
+            evaluations += _limit(len(val), cfg.max_images)
+            bar = progress_bar(len(rows), desc=f"perturbation {method}")
             results[method].update(evaluate_method(
-                model, imagenet.batches(val, cfg.batch_size, settings.image_size, range(_limit(len(val), cfg.max_images))), normalise,
-                explainer, rule="single_label", segmentation_mode=None, max_batch=cfg.max_forward_batch, progress=bar.update))
+                model, imagenet.batches(val, cfg.batch_size, settings.image_size, rows), normalise,
+                explainer, rule="single_label", segmentation_mode=None, max_batch=cfg.max_forward_batch, progress=bar.update, group=group))
             bar.close()
         if settings.segmentation_file:
             with imagenet.ImageNetSegmentation(settings.segmentation_file) as seg:
-                bar = progress_bar(_limit(len(seg), cfg.max_images), desc=f"segmentation {method}")
+                rows = batch_rows(_limit(len(seg), cfg.max_images), cfg.batch_size, group)
+                evaluations += _limit(len(seg), cfg.max_images)
+                bar = progress_bar(len(rows), desc=f"segmentation {method}")
                 results[method].update(evaluate_method(
-                    model, imagenet.batches(seg, cfg.batch_size, settings.image_size, range(_limit(len(seg), cfg.max_images))), normalise,
-                    explainer, rule="single_label", perturbation_modes=(), max_batch=cfg.max_forward_batch, progress=bar.update))
+                    model, imagenet.batches(seg, cfg.batch_size, settings.image_size, rows), normalise,
+                    explainer, rule="single_label", perturbation_modes=(), max_batch=cfg.max_forward_batch, progress=bar.update,
+                    group=group))
                 bar.close()
-    return results
+    return results, {}, evaluations
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Positive/negative perturbation AUCs (predicted and target class) and the segmentation test, per method."""
     params = StageParams(params_file)
     cfg = params.section("explain_eval", ExplainEvalConfig)
-    device = params.device()
-    results, notes = run_on_dataset(cfg, device) if cfg.source == "dataset" else (run_on_imagenet(cfg, device), {})
+    group, device = params.join()
+    results, notes, evaluations = (run_on_dataset if cfg.source == "dataset" else run_on_imagenet)(cfg, device, group)
+    leave(group)
+    if not group.is_main:
+        return evaluations, "evaluation"
     metrics: dict[str, Any] = {"source": cfg.source, **notes}
     for note in notes.values():
         echo(f"explain_eval: {note}")
@@ -136,3 +152,4 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
             write_csv(CURVES / f"{method}.csv", rows)
         echo(f"explain_eval {method}: " + ", ".join(f"{k} {v:.2f}" for k, v in headline.items() if v is not None))
     write_json(METRICS, metrics)
+    return evaluations, "evaluation"

@@ -23,3 +23,10 @@ STAGES: tuple[tuple[str, str, str], ...] = (
 )
 
 STAGE_MODULES: dict[str, str] = {name: module for name, module, _ in STAGES}
+
+# Stages that run as torchrun processes when `distributed.nproc_per_node` asks for several:
+# the torch stages, and crf_labels (CPU only), which splits its shards the same way.
+DISTRIBUTED: frozenset[str] = frozenset({"train_cls", "cams", "crf_labels", "train_aff", "random_walk", "train_seg",
+                                         "evaluate_seg", "explain_eval"})
+# Of those, the ones that never use a GPU: `nproc_per_node: auto` means 1 process for them.
+CPU_ONLY: frozenset[str] = frozenset({"crf_labels"})

@@ -10,21 +10,24 @@ from pipeline.affinity.train import AffinityTrainConfig, train_affinitynet
 from pipeline.artifacts import Artifact
 from pipeline.preprocess import resize_square
 from pipeline.dataset_index import DatasetIndex
+from pipeline.distributed import leave
+from pipeline.trainer import last_checkpoint
 from pipeline.models import save_checkpoint
 from pipeline.progress import progress, progress_bar
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
 from stages.paths import AFF_PAIRS, AFFINITY_CURVE, AFFINITYNET, CLASSIFIER, DATASET
+from stages.staging import remove_staging, resuming_note, staging_folder
 
 PAIRS = AFF_PAIRS
 OUTPUT = AFFINITYNET
 CURVE = AFFINITY_CURVE
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Train AffinityNet (L_bg+ + L_fg+ + 2 L-) -> data/models/affinitynet.pt and its loss curve."""
     params = StageParams(params_file)
     cfg = params.section("train_aff", AffinityTrainConfig)
-    device = params.device()
+    group, device = params.join()
     torch.manual_seed(cfg.seed)  # the new 1x1 convolutions' initialisation
     index = DatasetIndex(DATASET)
     pairs = Artifact(PAIRS, "aff_pairs")
@@ -35,8 +38,14 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     images = [resize_square(index.image(where[i]), image_size) for i in progress(pairs.ids, total=len(pairs), desc="load images")]
     labels = pairs.read_all("labels")
     bar = progress_bar(cfg.epochs * len(images), desc="train_aff")
-    history = train_affinitynet(net, images, labels, offsets, cfg, device, progress=bar.update)
+    staging = staging_folder("train_aff", params, group)
+    resuming_note("train_aff", last_checkpoint(staging)[0], cfg.epochs, "epochs", group)
+    history = train_affinitynet(net, images, labels, offsets, cfg, device, group, staging, progress=bar.update)
     bar.close()
-    save_checkpoint(OUTPUT, net, {"image_size": image_size, "hidden_channels": cfg.hidden_channels, "out_channels": cfg.out_channels})
-    write_csv(CURVE, [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history])
-    echo(f"train_aff: final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
+    if group.is_main:
+        save_checkpoint(OUTPUT, net, {"image_size": image_size, "hidden_channels": cfg.hidden_channels, "out_channels": cfg.out_channels})
+        write_csv(CURVE, [{k: round(v, 6) if isinstance(v, float) else v for k, v in r.items()} for r in history])
+        echo(f"train_aff: final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
+    remove_staging(staging, group)
+    leave(group)
+    return cfg.epochs * len(images), "sample"

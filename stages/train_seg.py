@@ -9,6 +9,8 @@ import torch
 
 from pipeline.artifacts import Artifact
 from pipeline.dataset_index import DatasetIndex
+from pipeline.distributed import leave
+from pipeline.trainer import last_checkpoint
 from pipeline.errors import InputError
 from pipeline.ground_truth import GroundTruth
 from pipeline.models import save_checkpoint
@@ -17,6 +19,7 @@ from pipeline.segmentation.net import build_segmenter, segmenter_meta
 from pipeline.segmentation.train import SegTrainConfig, train_segmenter
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
 from stages.paths import CLASSIFIER, DATASET, MASKS, REFINED, SEGMENTER, SEGMENTER_CURVE
+from stages.staging import remove_staging, resuming_note, staging_folder
 
 OUTPUT = SEGMENTER
 CURVE = SEGMENTER_CURVE
@@ -56,21 +59,27 @@ def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple
             list(refined.iter_rows("labels", rows)))
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Train with cross-entropy (255 ignored) -> data/models/segmenter.pt and its loss curve."""
     params = StageParams(params_file)
     cfg = params.section("train_seg", SegTrainConfig)
-    device = params.device()
+    group, device = params.join()
     index = DatasetIndex(DATASET)
     images, labels = training_set(index, cfg, params.source)
     torch.manual_seed(cfg.seed)  # the head's initialisation
     net = build_segmenter(cfg.network, index.num_classes + 1, CLASSIFIER)
     steps = cfg.epochs * (len(images) // cfg.batch_size) * cfg.batch_size
     bar = progress_bar(steps, desc="train_seg", unit="crop")
-    history = train_segmenter(net, images, labels, cfg, device, progress=bar.update)
+    staging = staging_folder("train_seg", params, group)
+    resuming_note("train_seg", last_checkpoint(staging)[0], cfg.epochs, "epochs", group)
+    history = train_segmenter(net, images, labels, cfg, device, group, staging, progress=bar.update)
     bar.close()
-    # What it learnt from, so that evaluate_seg can refuse to score images seen with pixel labels.
-    trained_on = {"supervision": cfg.supervision, "splits": list(cfg.splits)}
-    save_checkpoint(OUTPUT, net, {**segmenter_meta(cfg.network, index.class_names, CLASSIFIER), "trained_on": trained_on})
-    write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "lr": round(r["lr"], 8)} for r in history])
-    echo(f"train_seg: {len(images)} images ({cfg.supervision}), final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
+    if group.is_main:
+        # What it learnt from, so that evaluate_seg can refuse to score images seen with pixel labels.
+        trained_on = {"supervision": cfg.supervision, "splits": list(cfg.splits)}
+        save_checkpoint(OUTPUT, net, {**segmenter_meta(cfg.network, index.class_names, CLASSIFIER), "trained_on": trained_on})
+        write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "lr": round(r["lr"], 8)} for r in history])
+        echo(f"train_seg: {len(images)} images ({cfg.supervision}), final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
+    remove_staging(staging, group)
+    leave(group)
+    return steps, "crop"

@@ -9,7 +9,7 @@ from torch import nn
 from pipeline.affinity.net import AffinityNet, pairwise_affinity, predict_affinity
 from pipeline.affinity.pairs import BG_POSITIVE, FG_POSITIVE, IGNORE, NEGATIVE, half_disc_offsets, pair_codes, pair_counts
 from pipeline.affinity.train import AffinityTrainConfig, affinity_loss, train_affinitynet
-from pipeline.augment import augment
+from pipeline.augment import augment, sample_rng
 from tests.configs import project_config
 
 
@@ -188,7 +188,7 @@ def test_augment_flips_image_and_labels_together():
     labels[:, :, 0] = 1  # left column is foreground
     images = torch.zeros(6, 3, 6, 8, dtype=torch.uint8)
     images[:, :, :, :2] = 255  # matching left image columns are bright
-    out, out_labels = augment(images, True, 0.0, torch.Generator().manual_seed(0), labels)
+    out, out_labels = augment(images, True, 0.0, [sample_rng(0, 0, i) for i in range(6)], labels)
     flipped = out_labels[:, 0, -1] == 1
     assert 0 < flipped.sum() < 6  # some flipped, some not, with this seed
     for b in range(6):
@@ -196,3 +196,14 @@ def test_augment_flips_image_and_labels_together():
         assert bright_right == flipped[b]
         assert (out_labels[b, :, 0] == 1).all() != flipped[b]
     assert out.dtype == torch.float32 and labels[:, :, 0].all()  # input labels untouched
+
+
+def test_augmentation_of_a_sample_does_not_depend_on_its_batch():
+    """What sample i gets is a function of (seed, epoch, i): alone or in a batch, at any position."""
+    images = torch.from_numpy(np.random.default_rng(3).integers(0, 256, (5, 3, 6, 8), dtype=np.uint8))
+    whole, _ = augment(images, True, 0.4, [sample_rng(7, 2, i) for i in range(5)])
+    for i in (0, 3):
+        alone, _ = augment(images[i : i + 1], True, 0.4, [sample_rng(7, 2, i)])
+        torch.testing.assert_close(alone[0], whole[i], rtol=0, atol=0)
+    other_epoch, _ = augment(images, True, 0.4, [sample_rng(7, 3, i) for i in range(5)])
+    assert not torch.equal(other_epoch, whole)

@@ -14,7 +14,8 @@ from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta,
 from pipeline.preprocess import normalise, to_tensor
 from pipeline.segmentation.infer import predict_probs
 from pipeline.segmentation.net import SegmenterConfig, build_segmenter, load_segmenter, segmenter_meta
-from pipeline.segmentation.train import IGNORE, SegTrainConfig, random_scale_crop, sample_rng, train_segmenter
+from pipeline.augment import sample_rng
+from pipeline.segmentation.train import IGNORE, SegTrainConfig, random_scale_crop, train_segmenter
 from tests.conftest import run
 
 TINY = DemoHybridConfig(stem_channels=(16, 32), embed_dim=48, depth=1, num_heads=2, mlp_ratio=2.0, patch_size=2)
@@ -55,7 +56,7 @@ def scenes(count: int, size: int = 64, seed: int = 0) -> tuple[list[np.ndarray],
 
 def train_config(**overrides) -> SegTrainConfig:
     settings = dict(network=HEAD, supervision="ground_truth", splits=["train"], epochs=60, batch_size=4, optimizer="adamw", lr=1e-3,
-                    new_layer_lr_mult=10.0, weight_decay=0.0, poly_power=0.9, crop_size=64, scale_range=[1.0, 1.0], hflip=True, seed=0)
+                    new_layer_lr_mult=10.0, weight_decay=0.0, poly_power=0.9, crop_size=64, scale_range=[1.0, 1.0], hflip=True, seed=0, amp="off")
     return SegTrainConfig(**settings | overrides)
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -10,9 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from pipeline.augment import epoch_order, sample_rng
 from pipeline.config import knob
+from pipeline.distributed import Group, batch_share
 from pipeline.preprocess import MEAN, normalise
 from pipeline.segmentation.net import Segmenter, SegmenterConfig
+from pipeline.trainer import Precision, Trainer
 from pipeline.training import lr_factor
 
 IGNORE = 255
@@ -36,16 +40,11 @@ class SegTrainConfig:
     scale_range: list[float] = knob("each image is resized by a factor drawn uniformly from [low, high] before cropping", 0.1, 4.0, length=2)
     hflip: bool = knob("mirror each crop with probability 1/2")
     seed: int = knob("head initialisation, sample order and augmentation", 0)
+    amp: Precision = knob("mixed precision of the forward pass: off, bf16, or fp16 (with loss scaling); for CUDA")
 
     def check(self) -> None:
         if self.scale_range[0] > self.scale_range[1]:
             raise ValueError(f"scale_range {self.scale_range} must be [low, high] with low <= high")
-
-
-def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
-    """The random stream of one training sample: a function of (seed, epoch, index) only, so the
-    crops a sample gets do not depend on the batch size, the sample order or the process count."""
-    return np.random.default_rng([seed, epoch, index])
 
 
 def random_scale_crop(image: np.ndarray, label: np.ndarray, crop_size: int, scale_range: Sequence[float], hflip: bool,
@@ -93,14 +92,18 @@ def train_segmenter(
     labels: Sequence[np.ndarray],
     config: SegTrainConfig,
     device: str | torch.device = "cpu",
+    group: Group = Group(),
+    checkpoints: Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train `net` in place with pixel-wise cross-entropy (255 ignored); per-epoch mean loss and lr.
 
     `images[i]` uint8 (H, W, 3) and `labels[i]` uint8 (H, W) with 0 background, k class k,
     255 ignored; any indexable works (e.g. a lazy reader), one item at a time. Sample order
-    comes from a generator seeded with ``config.seed``; each sample's crop from
-    :func:`sample_rng`. Poly decay per step; ``new_layer_lr_mult`` x lr on the head.
+    and each sample's crop are functions of (seed, epoch, index) (:func:`~pipeline.augment.sample_rng`).
+    Each step averages over the labelled pixels of the whole global batch, whichever rank holds
+    them. Poly decay per step; ``new_layer_lr_mult`` x lr on the head. With ``checkpoints`` (a folder), a
+    rerun continues after the last finished epoch.
     """
     if len(images) != len(labels) or len(images) < config.batch_size:
         raise ValueError(f"need as many label maps as images and at least one batch ({config.batch_size}), "
@@ -108,36 +111,35 @@ def train_segmenter(
     multiple = max(net.backbone.strides)
     if config.crop_size % multiple:
         raise ValueError(f"train_seg.crop_size={config.crop_size} must be a multiple of the backbone's stride {multiple}")
+    device = torch.device(device)
     net.to(device).train()
-    optimizer = make_optimizer(net, config)
-    base_lrs = [group["lr"] for group in optimizer.param_groups]
-    order_generator = torch.Generator().manual_seed(config.seed)
+    trainer = Trainer(net, make_optimizer(net, config), device, group, config.amp, checkpoints)
+    base_lrs = [param_group["lr"] for param_group in trainer.optimizer.param_groups]
     n = len(images)
     steps_per_epoch = n // config.batch_size
     total = steps_per_epoch * config.epochs
-    step = 0
-    history = []
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=order_generator).tolist()
-        losses = []
-        for start in range(0, steps_per_epoch * config.batch_size, config.batch_size):
-            crops = [random_scale_crop(np.asarray(images[i]), np.asarray(labels[i]), config.crop_size, config.scale_range,
-                                       config.hflip, sample_rng(config.seed, epoch, i)) for i in order[start:start + config.batch_size]]
-            batch = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2)
+    first_epoch, history = trainer.resume()
+    for epoch in range(first_epoch, config.epochs):
+        order = epoch_order(n, config.seed, epoch)
+        loss_sum = torch.zeros((), dtype=torch.float64)
+        for i in range(steps_per_epoch):
+            batch = order[i * config.batch_size : (i + 1) * config.batch_size]
+            crops = [random_scale_crop(np.asarray(images[j]), np.asarray(labels[j]), config.crop_size, config.scale_range,
+                                       config.hflip, sample_rng(config.seed, epoch, j)) for j in batch_share(batch, group)]
+            image_batch = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2)
             target = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)).to(device)
-            for group, base in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = base * lr_factor(step, total, power=config.poly_power)
-            logits = net(normalise(batch.to(device)))
+            for param_group, base in zip(trainer.optimizer.param_groups, base_lrs):
+                param_group["lr"] = base * lr_factor(epoch * steps_per_epoch + i, total, power=config.poly_power)
+            with trainer.autocast():
+                logits = trainer.network(normalise(image_batch.to(device)))
             # A batch with no labelled pixel (possible with pseudo-masks) contributes a zero loss, not NaN.
-            loss = F.cross_entropy(logits, target, ignore_index=IGNORE) if (target != IGNORE).any() else logits.sum() * 0.0
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
+            labelled = trainer.global_count((target != IGNORE).sum().double())
+            local_sum = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+            trainer.step(trainer.share_of_mean(local_sum, labelled))
+            loss_sum += local_sum.detach().double().cpu() / max(float(labelled), 1.0)
             if progress is not None:
-                progress(len(crops))
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": optimizer.param_groups[0]["lr"]})
+                progress(len(batch))
+        history.append({"epoch": epoch + 1, "loss": float(group.sum(loss_sum)) / steps_per_epoch, "lr": trainer.optimizer.param_groups[0]["lr"]})
+        trainer.save(epoch + 1, history)
     net.eval()
     return history
-
