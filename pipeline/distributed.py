@@ -11,8 +11,11 @@ choices: for per-image stages they cannot change any result (docs/scaling.md).
 """
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
+import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Union
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 
 # Environment torchrun sets for each worker; RANK alone marks a process it started.
 _RANK, _WORLD, _LOCAL_RANK = "RANK", "WORLD_SIZE", "LOCAL_RANK"
+_PR_SET_PDEATHSIG = 1  # prctl option, linux/prctl.h
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,10 @@ def join(device: torch.device, config: DistributedConfig) -> tuple[Group, torch.
     process group is created (nccl on CUDA, gloo on CPU) and a CUDA rank takes the GPU of its
     local rank, so N processes on one machine use N GPUs.
     """
-    if not launched() or int(os.environ[_WORLD]) == 1:
+    if not launched():
+        return Group(), device
+    _die_with_launcher()
+    if int(os.environ[_WORLD]) == 1:
         return Group(), device
     import torch
     import torch.distributed as dist
@@ -138,6 +145,18 @@ def join(device: torch.device, config: DistributedConfig) -> tuple[Group, torch.
                                 timeout=datetime.timedelta(minutes=config.timeout_minutes),
                                 device_id=device if device.type == "cuda" else None)
     return group, device
+
+
+def _die_with_launcher() -> None:
+    """torchrun starts each rank in a session of its own, so a SIGKILL of the job's process group
+    (a preemption, `kill -9 -PGID`) would leave the ranks running on, orphaned, still writing to
+    the staging folder. On Linux a rank asks the kernel to kill it when its parent dies."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher died before the request took effect
+        os._exit(1)
 
 
 def leave(group: Group) -> None:

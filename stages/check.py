@@ -9,9 +9,11 @@ from pathlib import Path
 
 from pipeline.affinity.pairs import AffPairsConfig
 from pipeline.affinity.train import AffinityTrainConfig
+from pipeline.artifacts import StorageConfig
 from pipeline.cams import CamsConfig
 from pipeline.classifier import ClassifierConfig
 from pipeline.crf import CRFConfig
+from pipeline.distributed import DistributedConfig
 from pipeline.indexing import DatasetConfig, check_files, open_source, split_membership
 from pipeline.errors import InputError
 from pipeline.evaluation import EvaluateConfig
@@ -41,6 +43,8 @@ SECTIONS: dict[str, type] = {
     "evaluate_seg": EvaluateSegConfig,
     "explain_eval": ExplainEvalConfig,
     "report": ReportConfig,
+    "distributed": DistributedConfig,
+    "storage": StorageConfig,
 }
 TOP_LEVEL_VALUES = ("device",)
 

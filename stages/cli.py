@@ -22,6 +22,7 @@ from pipeline.errors import InputError
 from stages.common import PARAMS_OPTION, StageParams, write_json
 from stages.paths import TIMINGS
 from stages.stage_list import CPU_ONLY, DISTRIBUTED, STAGES
+from stages.timings import write_page
 
 app = typer.Typer(
     help="vit-wsss: image-level labels to pixel-level pseudo-masks (ViT relevance -> dCRF -> AffinityNet -> random walk).",
@@ -108,6 +109,7 @@ def _stage_command(module_name: str, name: str | None = None) -> Callable[[Path]
             count, unit = throughput
             record.update(items=[count, unit], items_per_second=round(count / max(seconds, 1e-9), 2))
         write_json(folder / f"{name}.json", record)
+        write_page(folder)
 
     return command
 

@@ -33,6 +33,7 @@ SEGMENTER_PER_CLASS_IOU = Path("plots/segmenter_per_class_iou.csv")
 # Wall time of each stage's last run on this machine (written by the `wsss` dispatcher; not a
 # DVC output: a time belongs to the machine that ran the stage, not to the result).
 TIMINGS = Path("metrics/timings")
+TIMINGS_PAGE = Path("report/timings.html")  # the same as a table, embedded in the report (stages/timings.py)
 
 # Unfinished work of interrupted stages, kept for a rerun to resume from (stages/staging.py):
 # never a DVC output, removed once the stage commits.

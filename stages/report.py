@@ -17,7 +17,7 @@ from pipeline.seeds import cam_positions, full_resolution_seeds
 from stages.common import PARAMS_OPTION, StageParams, echo, write_text
 from stages.paths import (AFFINITY_CURVE, CAMS, CLASSIFIER_CURVE, CLASSIFIER_METRICS, CRF_LABELS, DATASET, EXPLAINABILITY_METRICS,
                           MASKS, PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEG_PREDICTIONS, SEGMENTATION_METRICS, SEGMENTER_CURVE,
-                          SEGMENTER_METRICS)
+                          SEGMENTER_METRICS, TIMINGS_PAGE)
 
 OUTPUT = REPORT
 
@@ -172,6 +172,11 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         "<h2>Explanation methods</h2>", explanation_section(),
         "<h2>Training curves</h2>", curves_section(),
         "<h2>Examples</h2>", gallery_section(cfg.gallery_images, cfg.gallery_split),
+        "<h2>Where the time goes</h2>",
+        # Embedded, not copied: timings belong to the machine that ran each stage, not to the cached report.
+        f"<p>Wall time, CPU time, peak memory and throughput of each stage's last run on this machine "
+        f"(<a href='{TIMINGS_PAGE.name}'>{TIMINGS_PAGE.name}</a>, rewritten by every stage).</p>",
+        f"<iframe src='{TIMINGS_PAGE.name}' title='stage timings' style='width:100%;height:420px;border:0'></iframe>",
         "</body></html>",
     ]
     write_text(OUTPUT, "\n".join(parts))

@@ -9,7 +9,7 @@ import typer
 
 from stages import params as P
 from stages.paths import CLASSIFIER_METRICS, EXPLAINABILITY_METRICS, SEGMENTATION_METRICS, SEGMENTER_METRICS, TIMINGS
-from stages.stage_list import STAGES
+from stages.timings import stage_timings
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -57,14 +57,15 @@ def rows(params_file: Path) -> list[tuple[str, str, str, str]]:
          f"{_fmt(aucs.get('positive_auc_predicted'))} / {_fmt(aucs.get('negative_auc_predicted'))}", str(EXPLAINABILITY_METRICS)),
         ("", explain.get("segmentation_test", "segmentation test mIoU"), _fmt(aucs.get("seg_miou")), ""),
     ]
-    first = True
-    for name, _, _ in STAGES:
-        timing = _read(TIMINGS / f"{name}.json")
-        if timing:
-            # CPU time and peak memory where recorded (timings files older than those fields have none).
-            extra = f" ({timing['cpu_seconds']:.0f} s CPU, {timing['peak_memory_mib']:.0f} MiB)" if "cpu_seconds" in timing else ""
-            out.append(("stage wall time (s)" if first else "", name + extra, f"{timing['seconds']:.0f}", f"{TIMINGS}/" if first else ""))
-            first = False
+    for i, timing in enumerate(stage_timings(TIMINGS)):
+        # CPU time, peak memory and throughput where recorded (older timings files have fewer fields).
+        extra = f" ({timing['cpu_seconds']:.0f} s CPU, {timing['peak_memory_mib']:.0f} MiB" if "cpu_seconds" in timing else ""
+        if extra and "items_per_second" in timing:
+            extra += f", {timing['items_per_second']:.1f} {timing['items'][1]}/s"
+        if timing.get("processes", 1) > 1:
+            extra += f", {timing['processes']} processes"
+        extra += ")" if extra else ""
+        out.append(("stage wall time (s)" if i == 0 else "", timing["stage"] + extra, f"{timing['seconds']:.0f}", f"{TIMINGS}/" if i == 0 else ""))
     return out
 
 

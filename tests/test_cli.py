@@ -29,7 +29,8 @@ def _keys_read(module_name: str) -> set[str]:
     """Top-level params keys a stage module reads (sections and scalars), from its source."""
     source = (ROOT / (module_name.replace(".", "/") + ".py")).read_text()
     sections = set(re.findall(r'params\.section\("([a-z_]+)"', source))
-    return sections | ({"device"} if "params.device()" in source else set())
+    reads_device = "params.device()" in source or "params.join()" in source  # join(cpu_only=True) does not
+    return sections | ({"device"} if reads_device else set()) | ({"storage"} if "params.shard_size()" in source else set())
 
 
 def test_dvc_yaml_runs_each_stage_through_wsss_and_declares_exactly_what_it_reads():
@@ -39,6 +40,8 @@ def test_dvc_yaml_runs_each_stage_through_wsss_and_declares_exactly_what_it_read
     for name, stage in dvc.items():
         assert stage["cmd"] == f"wsss {name}"
         assert set(stage.get("params", [])) == _keys_read(modules[name]), name
+        # The process count is a hardware choice like the thread count: editing it reruns nothing.
+        assert "distributed" not in stage.get("params", []), name
 
 
 def test_typo_in_params_stops_with_the_key_named(tmp_path):
