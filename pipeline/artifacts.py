@@ -153,6 +153,7 @@ class ArtifactWriter:
         return self.work / "done" / f"{shard}.json"
 
     def __enter__(self) -> "ArtifactWriter":
+        self.work = self.group.broadcast(self.work)  # one temporary folder for all ranks (each drew its own name)
         if self.group.is_main:
             (self.work / "done").mkdir(parents=True, exist_ok=True)
             zarr.open_group(str(self._store_path), mode="a", zarr_format=3)

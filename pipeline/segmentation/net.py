@@ -56,6 +56,8 @@ class ViTBackbone(Backbone):
     def __init__(self, vit: nn.Module) -> None:
         super().__init__()
         self.vit = vit
+        # The classification head is never run here: frozen, so that DDP does not wait for its gradients.
+        vit.get_classifier().requires_grad_(False)
         self.token_stride = vit.patch_embed.img_size[0] // vit.patch_embed.grid_size[0]
         self._stem_output: list[torch.Tensor] = []
         if is_hybrid(vit):
