@@ -228,3 +228,16 @@ def test_mixed_precision_runs_the_forward_in_half_and_keeps_float32_weights(amp)
     trainer.step(trainer.share_of_mean(output.float().square().sum(), 4))
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_training_stages_with_batchnorm_run_as_two_processes(reproduced_project, tmp_path):
+    """The classifier's stem and the segmenter's head have train-mode BatchNorm (per rank on CPU),
+    and the segmenter's backbone holds a ViT head it never runs: DDP must handle both."""
+    project = _copy(reproduced_project, tmp_path / "p", distributed={"nproc_per_node": 2})
+    for stage, model in (("train_cls", "classifier.pt"), ("train_seg", "segmenter.pt")):
+        before = _weights(project / "data/models" / model)
+        _wsss(project, stage)
+        after = _weights(project / "data/models" / model)
+        assert all(torch.isfinite(value).all() for value in after.values() if value.is_floating_point())
+        assert any(not torch.equal(before[name], after[name]) for name in after)  # it wrote a model of its own
+        assert yaml.safe_load((project / "metrics/timings" / f"{stage}.json").read_text())["processes"] == 2
