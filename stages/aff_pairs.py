@@ -18,7 +18,7 @@ METRICS = AFF_PAIRS_METRICS
 KIND = "aff_pairs"
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Reduce confident labels to the AffinityNet feature grid and code each radius pair -> data/aff_pairs.zarr."""
     params = StageParams(params_file)
     cfg = params.section("aff_pairs", AffPairsConfig)
@@ -49,3 +49,4 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
             out.write("codes", k, codes)
     write_json(METRICS, {"images": len(rows), "pairs": totals})
     echo(f"aff_pairs: {len(rows)} images on a {grid[0]}x{grid[1]} grid, pairs {totals} -> {OUTPUT}")
+    return len(rows), "image"

@@ -11,10 +11,11 @@ from stages.paths import DATASET
 OUTPUT = DATASET
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Decode and check every file, then index ids, split membership, image-level labels and sizes into data/dataset.zarr."""
     params = StageParams(params_file)
     config = params.section("dataset", DatasetConfig)
     summary = write_index(OUTPUT, config, progress=lambda items: progress(items, total=len(items), desc="dataset"))
     echo(f"dataset: indexed {summary['images']} images {summary['per_split']} with {summary['classes']} classes "
          f"({config.format}, {summary['masks']} with a mask) into {OUTPUT}")
+    return summary["images"], "image"

@@ -19,7 +19,7 @@ METRICS = SEGMENTATION_METRICS
 PER_CLASS = PER_CLASS_IOU
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Confusion matrices over evaluate.split (255 ignored) -> metrics/segmentation.json, per-class IoU table."""
     params = StageParams(params_file)
     cfg = params.section("evaluate", EvaluateConfig)
@@ -41,7 +41,7 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
         write_csv(PER_CLASS, [{"class": n, "seed": None, "crf_confident": None, "random_walk": None} for n in names])
         write_json(CONFUSION, {"note": note})
         echo(f"evaluate: {note}; {len(in_cams)} pseudo-masks made, nothing scored")
-        return
+        return len(in_cams), "image"
     evaluation = PseudoLabelEvaluation(index.num_classes + 1, cfg)
     stores = zip(truth.masks([cams.ids[r] for r in rows]), cams.iter_rows("cams", rows), cams.iter_rows("labels", rows),
                  crf.iter_rows("labels", rows), refined.iter_rows("labels", rows))
@@ -55,3 +55,4 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     write_json(CONFUSION, evaluation.confusion(names))
     echo(f"evaluate: seed mIoU {metrics['seed_miou']:.2f}, CRF confident mIoU {metrics['crf_confident_miou']:.2f} "
          f"(coverage {metrics['crf_coverage']:.1f}%), random walk mIoU {metrics['random_walk_miou']:.2f} on {len(rows)} {cfg.split} images")
+    return len(rows), "image"

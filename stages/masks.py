@@ -14,7 +14,7 @@ from stages.paths import DATASET, MASKS
 OUTPUT = MASKS
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Read (VOC, folder) or rasterise (COCO) the mask of every indexed image that has one."""
     params = StageParams(params_file)
     config = params.section("dataset", DatasetConfig)
@@ -25,3 +25,4 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     count = write_masks(OUTPUT, source, index, progress=lambda items: progress(items, total=len(items), desc="masks"))
     echo(f"masks: {count} of {len(index.ids)} images have a ground-truth mask -> {OUTPUT}"
          + ("" if count else " (no ground truth: evaluation stages will say so instead of scoring)"))
+    return len(index.ids), "image"

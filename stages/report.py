@@ -158,7 +158,7 @@ def gallery_section(count: int, split: str) -> str:
     return f"<table class='gallery'><tr><th>id</th>{header}</tr>{''.join(lines)}</table>"
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Write report/index.html: segmentation and explanation tables, training curves, example gallery."""
     params = StageParams(params_file)
     cfg = params.section("report", ReportConfig)
@@ -181,3 +181,4 @@ def main(params_file: Path = PARAMS_OPTION) -> None:
     ]
     write_text(OUTPUT, "\n".join(parts))
     echo(f"report: {OUTPUT} ({OUTPUT.stat().st_size // 1024} KiB)")
+    return cfg.gallery_images, "gallery image"

@@ -11,10 +11,11 @@ from stages.paths import SYNTHETIC
 OUTPUT = SYNTHETIC
 
 
-def main(params_file: Path = PARAMS_OPTION) -> None:
+def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Generate the built-in shapes dataset (VOC layout) into data/synthetic."""
     params = StageParams(params_file)
     config = params.section("synthetic", SyntheticConfig)
     with atomic_path(OUTPUT) as tmp:
         summary = generate(tmp, config)
     echo(f"synthetic: wrote {summary} to {OUTPUT}")
+    return config.num_train + config.num_val, "image"
