@@ -54,5 +54,5 @@ def test_summary_shows_the_headline_numbers_their_files_and_stage_times(reproduc
         assert path in out
     timed = json.loads((project / "metrics/timings/train_seg.json").read_text())
     assert timed["seconds"] > 0 and timed["cpu_seconds"] > 0 and timed["peak_memory_mib"] > 50  # torch alone is more
-    assert "train_seg (" in out and "MiB)" in out
+    assert "train_seg (" in out and "MiB, " in out and "crop/s)" in out  # memory and throughput
     assert max(len(line) for line in out.splitlines()) < 160  # a table a person reads, not one long line
