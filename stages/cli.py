@@ -102,13 +102,13 @@ def _stage_command(module_name: str, name: str | None = None) -> Callable[[Path]
         seconds = time.perf_counter() - start
         # ru_maxrss is in KiB on Linux: the largest resident set of this process or of one child.
         peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        record = {"stage": name, "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
+        timing = {"stage": name, "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
                   "peak_memory_mib": round(peak / 1024, 1), "processes": processes if processes > 1 else world_size(),
                   "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         if throughput:
             count, unit = throughput
-            record.update(items=[count, unit], items_per_second=round(count / max(seconds, 1e-9), 2))
-        write_json(folder / f"{name}.json", record)
+            timing.update(items=[count, unit], items_per_second=round(count / max(seconds, 1e-9), 2))
+        write_json(folder / f"{name}.json", timing)
         write_page(folder)
 
     return command
