@@ -1,6 +1,7 @@
 """Making seeds: relevance per (image, present class), averaged over scales and flips, max-normalised."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,9 @@ from pipeline.preprocess import normalise
 from pipeline.errors import InputError
 from pipeline.config import knob
 from pipeline.explain import check_model, explain, method_names
+from pipeline.explain.planning import ExplainPlan, plan_explanations
 from pipeline.explain.registry import get_method
+from pipeline.memory import on_meta
 from pipeline.maps import upsample
 
 
@@ -33,6 +36,15 @@ def scaled_size(image_size: int, scale: float, stride: int) -> int:
     return max(stride, int(round(image_size * scale / stride)) * stride)
 
 
+def plan_scales(model: torch.nn.Module, image_size: int, stride: int, config: CamsConfig, budget: int) -> list[ExplainPlan]:
+    """One explanation plan per scale of ``config.scales``: at most ``config.batch_size`` pairs
+    per call, fewer where the batch's measured peak would pass ``budget`` bytes."""
+    meta_model = on_meta(model)
+    return [plan_explanations(model, config.method, config.start_layer, scaled_size(image_size, scale, stride), config.batch_size,
+                              budget, what=f"cams at scale {scale}", meta_model=meta_model)
+            for scale in config.scales]
+
+
 def multiscale_relevance(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -40,29 +52,38 @@ def multiscale_relevance(
     grid: tuple[int, int],
     stride: int,
     config: CamsConfig,
+    plans: list[ExplainPlan],
+    progress: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
-    """Raw relevance (B, *grid) of ``config.method`` for uint8 images (B, 3, S, S), averaged over
-    ``config.scales`` and, with ``config.flip``, mirrors.
+    """Raw relevance (P, *grid) of ``config.method`` for uint8 images (P, 3, S, S) on the host,
+    averaged over ``config.scales`` and, with ``config.flip``, mirrors; one plan per scale
+    (``plan_scales``) says how many pairs go through the model at once.
 
     Each scale's map is resized to `grid` (the token grid at scale 1) before averaging;
-    a mirrored image's map is mirrored back.
+    a mirrored image's map is mirrored back. Every pair's maps are added in the same order
+    (scales, then mirror) whatever the batches. ``progress`` gets the pairs done per scale.
     """
-    total = torch.zeros(images.shape[0], *grid, device=images.device)
-    count = 0
+    weight = next(model.parameters())
+    total = torch.zeros(images.shape[0], *grid, device=weight.device, dtype=weight.dtype)
     pixels = get_method(config.method).pixels
-    for scale in config.scales:
-        side = scaled_size(images.shape[-1], scale, stride)
-        x = normalise(images)
-        if side != images.shape[-1]:
-            x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
-        for mirrored in (False, True) if config.flip else (False,):
-            maps = explain(model, x.flip(-1) if mirrored else x, class_ids, method=config.method, start_layer=config.start_layer)
-            if pixels:  # pixel relevance: pool back to the token grid
-                maps = F.avg_pool2d(maps[:, None], stride)[:, 0]
-            maps = maps.flip(-1) if mirrored else maps
-            total += maps if tuple(maps.shape[-2:]) == tuple(grid) else upsample(maps, grid)
-            count += 1
-    return total / count
+    flips = (False, True) if config.flip else (False,)
+    for plan in plans:
+        for start in range(0, images.shape[0], plan.batch):
+            stop = min(start + plan.batch, images.shape[0])
+            x = normalise(images[start:stop].to(weight.device)).to(weight.dtype)
+            if plan.side != images.shape[-1]:
+                x = F.interpolate(x, size=(plan.side, plan.side), mode="bilinear", align_corners=False)
+            ids = class_ids[start:stop].to(weight.device)
+            for mirrored in flips:
+                maps = explain(model, x.flip(-1) if mirrored else x, ids, method=config.method,
+                               start_layer=config.start_layer, recompute=plan.recompute)
+                if pixels:  # pixel relevance: pool back to the token grid
+                    maps = F.avg_pool2d(maps[:, None], stride)[:, 0]
+                maps = maps.flip(-1) if mirrored else maps
+                total[start:stop] += maps if tuple(maps.shape[-2:]) == tuple(grid) else upsample(maps, grid)
+            if progress is not None:
+                progress(stop - start)
+    return total / (len(plans) * len(flips))
 
 
 def require_method(model: torch.nn.Module, method: str, param: str) -> None:

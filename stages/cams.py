@@ -12,7 +12,8 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.errors import InputError
 from pipeline.models import load_classifier, token_stride
 from pipeline.progress import progress_bar
-from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, require_method
+from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, plan_scales, require_method
+from pipeline.memory import MemoryConfig, require_available
 from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.staging import finish, resuming_note, staging_folder
 from stages.paths import CAMS, CLASSIFIER, DATASET
@@ -25,6 +26,7 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     """Explain the classifier for each ground-truth class of each image; writes data/cams.zarr (float16)."""
     params = StageParams(params_file)
     cfg = params.section("cams", CamsConfig)
+    memory = params.section("memory", MemoryConfig)
     group, device = params.join()
     index = DatasetIndex(DATASET)
     # Other input sizes than the training one need the position embedding resized on the fly.
@@ -47,6 +49,8 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
         "method": cfg.method, "start_layer": cfg.start_layer, "scales": cfg.scales, "flip": cfg.flip,
         "normalisation": "per class: clip at 0, divide by its max",
     }
+    plans = plan_scales(model, cfg.image_size, stride, cfg, memory.budget_bytes)
+    require_available(max(plan.peak for plan in plans), device, "cams (the largest planned batch)")
     staging = staging_folder("cams", params, group)
     with ArtifactWriter(OUTPUT, KIND, ids, attrs, params.shard_size(), work=staging and staging / OUTPUT.name, group=group) as out:
         out.create("cams", (index.num_classes, *grid), "float16")
@@ -56,19 +60,17 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
         # One explanation per (image, present class), batched within a shard so that a batch,
         # and so every map, is the same whichever rank computes the shard.
         work = {shard: [(row, int(c)) for row in out.rows(shard) for c in np.nonzero(index.labels[positions[row]])[0]] for shard in shards}
-        bar = progress_bar(sum(len(pairs) for pairs in work.values()), desc="cams", unit="map")
+        bar = progress_bar(sum(len(pairs) for pairs in work.values()) * len(plans), desc="cams", unit="map·scale")
         for shard, pairs in work.items():
             maps_of = {row: np.zeros((index.num_classes, *grid), np.float32) for row in out.rows(shard)}
-            for start in range(0, len(pairs), cfg.batch_size):
-                batch = pairs[start : start + cfg.batch_size]
-                # An image with several present classes is in the batch once per class: decode it once.
-                decoded = {row: resize_square(index.image(int(positions[row])), cfg.image_size) for row in dict.fromkeys(r for r, _ in batch)}
-                images = to_tensor([decoded[row] for row, _ in batch]).to(device)
-                classes = torch.tensor([c for _, c in batch], device=device)
-                maps = multiscale_relevance(model, images, classes, grid, stride, cfg)
-                for (row, c), m in zip(batch, normalise_by_max(maps.float().cpu().numpy())):
+            if pairs:
+                # An image with several present classes is explained once per class: decode it once.
+                decoded = {row: resize_square(index.image(int(positions[row])), cfg.image_size) for row in dict.fromkeys(r for r, _ in pairs)}
+                images = to_tensor([decoded[row] for row, _ in pairs])
+                classes = torch.tensor([c for _, c in pairs])
+                maps = multiscale_relevance(model, images, classes, grid, stride, cfg, plans, progress=bar.update)
+                for (row, c), m in zip(pairs, normalise_by_max(maps.float().cpu().numpy())):
                     maps_of[row][c] = m
-                bar.update(len(batch))
             # Images without labels keep all-zero maps.
             for row, maps in maps_of.items():
                 out.write("labels", row, index.labels[positions[row]])

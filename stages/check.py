@@ -14,6 +14,7 @@ from pipeline.cams import CamsConfig
 from pipeline.classifier import ClassifierConfig
 from pipeline.crf import CRFConfig
 from pipeline.distributed import DistributedConfig
+from pipeline.memory import MemoryConfig
 from pipeline.indexing import DatasetConfig, check_files, open_source, split_membership
 from pipeline.errors import InputError
 from pipeline.evaluation import EvaluateConfig
@@ -45,6 +46,7 @@ SECTIONS: dict[str, type] = {
     "report": ReportConfig,
     "distributed": DistributedConfig,
     "storage": StorageConfig,
+    "memory": MemoryConfig,
 }
 TOP_LEVEL_VALUES = ("device",)
 

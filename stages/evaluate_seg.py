@@ -13,7 +13,8 @@ from pipeline.evaluation import SegmentationScore
 from pipeline.files import id_filename
 from pipeline.ground_truth import GroundTruth, no_ground_truth
 from pipeline.progress import progress
-from pipeline.segmentation.infer import EvaluateSegConfig, crf_labels, predict_probs
+from pipeline.memory import MemoryConfig
+from pipeline.segmentation.infer import EvaluateSegConfig, check_inference_fits, crf_labels, predict_probs
 from pipeline.segmentation.net import load_segmenter
 from pipeline.voc import save_label_png
 from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
@@ -63,6 +64,9 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     check_held_out(index, cfg.split, meta.get("trained_on", {}))
     ids = [index.ids[p] for p in positions]
     max_size = tuple(int(v) for v in index.sizes[positions].max(axis=0))
+    # the largest height and width of the split together bound every image's peak
+    check_inference_fits(net, max_size, cfg.scales, cfg.flip, params.section("memory", MemoryConfig).budget_bytes, device,
+                         f"evaluate_seg on {cfg.split}")
     attrs = {"class_names": index.class_names, "split": cfg.split, "scales": cfg.scales, "flip": cfg.flip,
              "values": "0 background, k class k; labels: the network, labels_crf: after the dense CRF"}
     staging = staging_folder("evaluate_seg", params, group)

@@ -14,10 +14,11 @@ from pipeline.preprocess import normalise, resize_square, to_tensor
 from pipeline.dataset_index import DatasetIndex
 from pipeline.distributed import Group, batch_rows, leave
 from pipeline.errors import InputError
-from pipeline.explain import explain
+from pipeline.explain.planning import planned_explainers
 from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
 from pipeline.ground_truth import GroundTruth, no_ground_truth
 from pipeline.labels import resize_labels
+from pipeline.memory import MemoryConfig
 from pipeline.models import build_classifier, load_classifier
 from pipeline.progress import progress_bar
 from pipeline.cams import require_method
@@ -60,7 +61,7 @@ def _limit(n: int, max_images: int) -> int:
     return n if max_images == 0 else min(n, max_images)
 
 
-def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device, group: Group) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device, group: Group, budget: int) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
     """Each method's results on explain_eval.split, notes (the segmentation test skipped: no
     ground truth; or both tests run on the images that have ground truth only), and the number
     of (image, method) evaluations."""
@@ -78,13 +79,14 @@ def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device, group: Group) -
         require_method(model, method, "explain_eval.methods")
     results = {}
     mine = positions[batch_rows(len(positions), cfg.batch_size, group)]
+    explainers, max_forward, _ = planned_explainers(model, cfg.methods, cfg.start_layer, meta["image_size"], cfg.batch_size,
+                                                  cfg.max_forward_batch, budget, device, "explain_eval")
     for method in cfg.methods:
         bar = progress_bar(len(mine), desc=f"explain_eval {method}")
         results[method] = evaluate_method(
             model, dataset_batches(index, mine, meta["image_size"], cfg.batch_size, truth if segment else None), normalise,
-            partial(explain, model, method=method, start_layer=cfg.start_layer),
-            rule="multi_label", segmentation_mode="predicted" if segment else None, max_batch=cfg.max_forward_batch, progress=bar.update,
-            group=group,
+            explainers[method], rule="multi_label", segmentation_mode="predicted" if segment else None, max_batch=max_forward,
+            progress=bar.update, group=group,
         )
         bar.close()
     evaluations = len(positions) * len(cfg.methods)
@@ -95,7 +97,7 @@ def run_on_dataset(cfg: ExplainEvalConfig, device: torch.device, group: Group) -
     return results, {}, evaluations
 
 
-def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
+def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group, budget: int) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
     """Each method's results on ImageNet val (perturbation) and/or ImageNet-segmentation, no
     notes, and the number of (image, method) evaluations."""
     settings = cfg.imagenet
@@ -106,8 +108,10 @@ def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group) 
         require_method(model, method, "explain_eval.methods")
     results: dict[str, dict[str, Any]] = {method: {} for method in cfg.methods}
     evaluations = 0
+    explainers, max_forward, _ = planned_explainers(model, cfg.methods, cfg.start_layer, settings.image_size, cfg.batch_size,
+                                                  cfg.max_forward_batch, budget, device, "explain_eval")
     for method in cfg.methods:
-        explainer = partial(explain, model, method=method, start_layer=cfg.start_layer)
+        explainer = explainers[method]
         if settings.val_root:
             val = imagenet.read_imagenet_val(settings.val_root, settings.labels_file)
             rows = batch_rows(_limit(len(val), cfg.max_images), cfg.batch_size, group)
@@ -115,7 +119,7 @@ def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group) 
             bar = progress_bar(len(rows), desc=f"perturbation {method}")
             results[method].update(evaluate_method(
                 model, imagenet.batches(val, cfg.batch_size, settings.image_size, rows), normalise,
-                explainer, rule="single_label", segmentation_mode=None, max_batch=cfg.max_forward_batch, progress=bar.update, group=group))
+                explainer, rule="single_label", segmentation_mode=None, max_batch=max_forward, progress=bar.update, group=group))
             bar.close()
         if settings.segmentation_file:
             with imagenet.ImageNetSegmentation(settings.segmentation_file) as seg:
@@ -124,7 +128,7 @@ def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group) 
                 bar = progress_bar(len(rows), desc=f"segmentation {method}")
                 results[method].update(evaluate_method(
                     model, imagenet.batches(seg, cfg.batch_size, settings.image_size, rows), normalise,
-                    explainer, rule="single_label", perturbation_modes=(), max_batch=cfg.max_forward_batch, progress=bar.update,
+                    explainer, rule="single_label", perturbation_modes=(), max_batch=max_forward, progress=bar.update,
                     group=group))
                 bar.close()
     return results, {}, evaluations
@@ -135,7 +139,8 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     params = StageParams(params_file)
     cfg = params.section("explain_eval", ExplainEvalConfig)
     group, device = params.join()
-    results, notes, evaluations = (run_on_dataset if cfg.source == "dataset" else run_on_imagenet)(cfg, device, group)
+    budget = params.section("memory", MemoryConfig).budget_bytes
+    results, notes, evaluations = (run_on_dataset if cfg.source == "dataset" else run_on_imagenet)(cfg, device, group, budget)
     leave(group)
     if not group.is_main:
         return evaluations, "evaluation"

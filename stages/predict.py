@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from stages.common import echo
+from stages.common import PARAMS_OPTION, StageParams, echo
 from stages.paths import SEGMENTER
 
 # The `wsss` dispatcher imports this module to read its options: torch and timm load in main().
@@ -29,6 +29,7 @@ def main(
     scales: str = typer.Option("0.75,1,1.25", "--scales", help="Comma-separated input scales whose predictions are averaged."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Also average the mirrored image's prediction."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    params_file: Path = PARAMS_OPTION,
 ) -> None:
     """Write a palette PNG of labels and a colour overlay per image; unreadable files are named and skipped."""
     from PIL import Image, UnidentifiedImageError
@@ -37,7 +38,8 @@ def main(
     from pipeline.figures import colour_labels, overlay
     from pipeline.imagenet import IMAGE_SUFFIXES, load_rgb
     from pipeline.progress import progress
-    from pipeline.segmentation.infer import predict_probs
+    from pipeline.memory import MemoryConfig
+    from pipeline.segmentation.infer import check_inference_fits, predict_probs
     from pipeline.segmentation.net import load_segmenter
     from pipeline.voc import save_label_png
 
@@ -56,6 +58,8 @@ def main(
     if clashes:
         raise typer.BadParameter(f"several inputs are named {clashes[0]}.* (outputs would overwrite each other); "
                                  "predict them into separate --out folders", param_hint="IMAGES")
+    budget = StageParams(params_file).section("memory", MemoryConfig).budget_bytes
+    checked: set[tuple[int, int]] = set()
     failed: list[str] = []
     for path in progress(files, total=len(files), desc="predict"):
         try:
@@ -63,6 +67,9 @@ def main(
         except (OSError, UnidentifiedImageError) as error:
             failed.append(f"{path}: {error}")
             continue
+        if image.shape[:2] not in checked:  # one dry run per distinct size
+            check_inference_fits(net, image.shape[:2], scale_values, flip, budget, torch_device, f"predict {path}")
+            checked.add(image.shape[:2])
         labels = predict_probs(net, image, scale_values, flip, torch_device).argmax(axis=0).astype("uint8")
         save_label_png(out / f"{path.stem}.png", labels)
         Image.fromarray(overlay(image, colour_labels(labels))).save(out / f"{path.stem}_overlay.png")

@@ -10,26 +10,28 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
-from timm.models.vision_transformer import VisionTransformer
 
-MethodFn = Callable[[VisionTransformer, Tensor, Tensor, int], Tensor]
+MethodFn = Callable[..., Tensor]  # (model, images, class_ids, start_layer[, recompute=...]) -> maps
 
 
 @dataclass(frozen=True)
 class ExplanationMethod:
     """A registered method: ``function(model, images, class_ids, start_layer)`` returns raw maps on
-    the token grid, or per pixel when ``pixels`` (which needs a plain patch-embedding convolution)."""
+    the token grid, or per pixel when ``pixels`` (which needs a plain patch-embedding convolution).
+    A ``recomputable`` method reads every block's trace top-down and also takes ``recompute``
+    (``explain``): whether to run each block again in the top-down pass rather than keep its trace."""
 
     name: str
     function: MethodFn
     pixels: bool
+    recomputable: bool
     summary: str
 
 
 METHODS: dict[str, ExplanationMethod] = {}
 
 
-def register_method(*, pixels: bool = False) -> Callable[[MethodFn], MethodFn]:
+def register_method(*, pixels: bool = False, recomputable: bool = False) -> Callable[[MethodFn], MethodFn]:
     """Register the decorated function under its own name; its docstring's first paragraph is its summary."""
 
     def decorator(function: MethodFn) -> MethodFn:
@@ -37,7 +39,7 @@ def register_method(*, pixels: bool = False) -> Callable[[MethodFn], MethodFn]:
         if name in METHODS:
             raise ValueError(f"explanation method {name!r} is registered twice")
         summary = " ".join((function.__doc__ or "").strip().split("\n\n")[0].split())  # first paragraph
-        METHODS[name] = ExplanationMethod(name, function, pixels, summary)
+        METHODS[name] = ExplanationMethod(name, function, pixels, recomputable, summary)
         return function
 
     return decorator

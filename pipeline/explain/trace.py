@@ -6,6 +6,7 @@ internals no method needs run as the model's own blocks under ``no_grad``.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -122,7 +123,7 @@ class BlockTrace:
     q: Tensor          # (B, h, nq, d), normalised and scaled: the operand of Q·Kᵀ
     k: Tensor          # (B, h, N, d)
     v: Tensor          # (B, h, N, d)
-    logits: Tensor     # Q·Kᵀ (B, h, nq, N)
+    logits: Tensor | None  # Q·Kᵀ (B, h, nq, N); None in a kept trace, remade when needed
     attn: Tensor       # softmax (B, h, nq, N)
     ctx: Tensor        # A·V (B, h, nq, d)
     proj: LinearTrace
@@ -149,6 +150,7 @@ class BlockTrace:
             return rules.matmul.relevance_a(self.attn, self.v, r_ctx, self.ctx), None
         r_attn, r_v = rules.matmul(self.attn, self.v, r_ctx, self.ctx)
         # softmax, attn_drop: identities; Q·Kᵀ
+        # q @ kᵀ again (when not kept) is the same operation on the same operands: the same bytes
         r_q, r_kt = rules.matmul(self.q, self.k.transpose(-2, -1), r_attn, self.logits)
         r_k = r_kt.transpose(-2, -1)
 
@@ -205,18 +207,6 @@ class EmbedTrace:
     embedded: Tensor
 
 
-@dataclass
-class ModelTrace:
-    grid: tuple[int, int]
-    num_prefix: int
-    blocks: list[BlockTrace]   # one per recorded block; empty when traced with attention_only
-    attentions: list[Tensor]   # the attention map (B, h, nq, N) of each recorded block
-    first_recorded: int
-    head: LinearTrace
-    logits: Tensor
-    embed: EmbedTrace | None
-
-
 def _grid(model: VisionTransformer, tokens: Tensor, images: Tensor) -> tuple[int, int]:
     if tokens.ndim == 4:  # NHWC (dynamic_img_size)
         return int(tokens.shape[1]), int(tokens.shape[2])
@@ -230,43 +220,125 @@ def _grid(model: VisionTransformer, tokens: Tensor, images: Tensor) -> tuple[int
     return int(grid[0]), int(grid[1])
 
 
-def trace_model(model: VisionTransformer, images: Tensor, first_recorded: int, grad_from: int | None = None,
-                attention_only: bool = False, keep_embed: bool = False) -> ModelTrace:
-    """Run the model on ``images`` (in eval semantics; call under ``torch.no_grad()``).
-
-    Blocks below ``first_recorded`` run as the model's own blocks under no_grad; the others run
-    through ``block_forward`` and are traced, the last one for the class token only. From block
-    ``grad_from`` on, autograd records the computation (the input of that block is a fresh leaf)
-    so that gradients with respect to attention maps can be taken; no path reaches a parameter.
-    """
-    depth = len(model.blocks)
+def _embed(model: VisionTransformer, images: Tensor) -> tuple[Tensor, Tensor, Tensor, tuple[int, int]]:
+    """Patch tokens, tokens with the position embedding, the first block's input, and the grid."""
     with torch.no_grad():
         tokens = model.patch_embed(images)
-        grid = _grid(model, tokens, images)
         embedded = model._pos_embed(tokens)
-        x = model.norm_pre(model.patch_drop(embedded))
-    npt = model.num_prefix_tokens
-    embed = None
-    if keep_embed:
-        embed = EmbedTrace(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]), embedded[:, npt:])
+        return tokens, embedded, model.norm_pre(model.patch_drop(embedded)), _grid(model, tokens, images)
 
-    traces: list[BlockTrace] = []
-    attentions: list[Tensor] = []
-    for i, blk in enumerate(model.blocks):
-        grad = grad_from is not None and i >= grad_from
-        with torch.set_grad_enabled(grad):
-            if grad and i == grad_from:
-                x = x.detach().requires_grad_(True)
+
+@dataclass
+class _Recorded:
+    """One recorded block between the forward pass and its turn in the top-down sweep."""
+
+    index: int
+    x: Tensor                                   # block input; a leaf needing grad when gradients are taken
+    out: Tensor | None = None                   # block output (kept traces only)
+    trace: BlockTrace | None = None             # kept traces only; None: recomputed from x in the sweep
+
+
+class ModelTrace:
+    """The model run once on ``images`` in eval semantics, its recorded blocks visited top-down.
+
+    Blocks below ``first_recorded`` run as the model's own blocks under no_grad; the others run
+    through ``block_forward``, the last one for the class token only. Every method reads the
+    blocks from the top down (relevance and gradients flow that way), so ``top_down()`` hands out
+    one block's trace at a time and lets it go before the next: the peak holds one block's
+    attention-sized tensors, not one per block.
+
+    - ``class_ids`` given: each block comes with ∂(one_hot · logits)/∂A, its attention map's
+      gradient. Each recorded block's input is a leaf of its own graph, so the backward pass
+      runs block by block, and a block's graph is freed as soon as its gradient is out.
+    - ``recompute``: the forward pass keeps only each block's input (B, N, D); the sweep runs
+      the block again to trace it. The same operations on the same inputs give the same bytes,
+      so this trades one more forward pass for memory, never results.
+
+    Nothing reaches a parameter (weights are read detached).
+    """
+
+    def __init__(self, model: VisionTransformer, images: Tensor, first_recorded: int, class_ids: Tensor | None = None,
+                 recompute: bool = False, keep_embed: bool = False) -> None:
+        self.model, self.first_recorded = model, first_recorded
+        self.with_grads = class_ids is not None
+        tokens, embedded, x, self.grid = _embed(model, images)
+        self.num_prefix = npt = model.num_prefix_tokens
+        self.embed = EmbedTrace(tokens.reshape(tokens.shape[0], -1, tokens.shape[-1]), embedded[:, npt:]) if keep_embed else None
+
+        self._recorded: list[_Recorded] = []
+        for i, blk in enumerate(model.blocks):
+            if i < first_recorded:
+                with torch.no_grad():
+                    x = blk(x)
+                continue
+            record = _Recorded(i, self._leaf(x))
+            with torch.set_grad_enabled(self.with_grads and not recompute):
+                out, trace = block_forward(blk, record.x, self._n_query(i, x))
+            if not recompute:
+                trace.logits = None  # only the Q·Kᵀ rule reads it, and q, k remake it
+                record.out, record.trace = out, trace
+            del trace
+            self._recorded.append(record)
+            x = out.detach()
+
+        top = self._leaf(x)
+        with torch.set_grad_enabled(self.with_grads):
+            pooled = _norm(model.fc_norm, _norm(model.norm, top)[:, 0])  # head_drop: identity in eval
+            logits, self.head = _linear(pooled, model.head.weight.detach(), _param(model.head.bias))
+        self.logits = logits.detach()
+        self._grad_out = None
+        if self.with_grads:
+            with torch.enable_grad():  # per-image terms: batch-independent
+                target = (logits * F.one_hot(class_ids, logits.shape[-1]).to(logits.dtype)).sum()
+            (self._grad_out,) = torch.autograd.grad(target, top)
+            self.head = LinearTrace(self.head.x.detach(), self.head.xw.detach(), self.head.weight)
+
+    def _leaf(self, x: Tensor) -> Tensor:
+        """A block input as the root of a graph of its own (when gradients are taken)."""
+        return x.detach().requires_grad_(self.with_grads)
+
+    def _n_query(self, index: int, x: Tensor) -> int:
+        return 1 if index == len(self.model.blocks) - 1 else x.shape[1]
+
+    def __len__(self) -> int:
+        return len(self._recorded)
+
+    def top_down(self) -> Iterator[tuple[BlockTrace, Tensor | None]]:
+        """Recorded blocks from the top down: (trace, gradient of its attention map or None).
+        Each block's trace and graph are released when the loop moves on."""
+        grad_out = self._grad_out
+        while self._recorded:
+            record = self._recorded.pop()
+            out, trace = record.out, record.trace
+            if trace is None:
+                with torch.set_grad_enabled(self.with_grads):
+                    out, trace = block_forward(self.model.blocks[record.index], record.x, self._n_query(record.index, record.x))
+            grad_attn = None
+            if self.with_grads:
+                # the bottom recorded block's input gradient is never used
+                wanted = (trace.attn, record.x) if record.index > self.first_recorded else (trace.attn,)
+                grad_attn, *below = torch.autograd.grad(out, wanted, grad_outputs=grad_out)
+                grad_out = below[0] if below else None
+                del wanted, below
+            del record, out
+            yield trace, grad_attn
+            del trace, grad_attn
+
+
+def attention_maps(model: VisionTransformer, images: Tensor, first_recorded: int,
+                   reduce: Callable[[Tensor], Tensor]) -> tuple[tuple[int, int], int, list[Tensor]]:
+    """``reduce`` of the attention map (B, h, nq, N) of each block from ``first_recorded`` on,
+    bottom block first, with the token grid and the prefix-token count. Only the reduced maps
+    (e.g. a head mean) outlive their block. Runs under no_grad."""
+    _, _, x, grid = _embed(model, images)
+    with torch.no_grad():
+        maps = []
+        last = len(model.blocks) - 1
+        for i, blk in enumerate(model.blocks):
             if i < first_recorded:
                 x = blk(x)
                 continue
-            x, trace = block_forward(blk, x, n_query=1 if i == depth - 1 else x.shape[1])
-            attentions.append(trace.attn)
-            if not attention_only:  # the rest is only kept for relevance passes
-                traces.append(trace)
-
-    with torch.set_grad_enabled(grad_from is not None):
-        pooled = _norm(model.fc_norm, _norm(model.norm, x)[:, 0])  # head_drop: identity in eval
-        logits, head = _linear(pooled, model.head.weight.detach(), _param(model.head.bias))
-    return ModelTrace(grid=grid, num_prefix=npt, blocks=traces, attentions=attentions, first_recorded=first_recorded,
-                      head=head, logits=logits, embed=embed)
+            x, trace = block_forward(blk, x, n_query=1 if i == last else x.shape[1])
+            maps.append(reduce(trace.attn))
+            del trace
+    return grid, model.num_prefix_tokens, maps

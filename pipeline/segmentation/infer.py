@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -11,6 +12,8 @@ import torch.nn.functional as F
 
 from pipeline.config import knob
 from pipeline.dense_crf import CRFKernels, dense_crf, for_image
+from pipeline.errors import InputError
+from pipeline.memory import GIB, on_meta, peak_bytes, require_available
 from pipeline.preprocess import normalise, to_tensor
 from pipeline.segmentation.net import Segmenter
 from pipeline.training import eval_mode
@@ -56,6 +59,32 @@ def predict_probs(net: Segmenter, image: np.ndarray, scales: Sequence[float], fl
             summed = probs[0] + probs[1].flip(-1) if flip else probs[0]
             total = summed if total is None else total + summed
     return (total / (len(scales) * (2 if flip else 1))).float().cpu().numpy()
+
+
+def inference_peak(meta_net: Segmenter, size: tuple[int, int], scales: Sequence[float], flip: bool) -> int:
+    """Peak tensor bytes of ``predict_probs`` on an image of ``size`` (H, W): a dry run of its
+    largest step on ``on_meta(net)`` (pipeline/memory.py); the weights are not counted."""
+    dtype = next(meta_net.parameters()).dtype
+    multiple = max(meta_net.backbone.strides)
+
+    def one_scale(scale: float) -> None:
+        batch = torch.zeros(2 if flip else 1, 3, *scaled_size(size, scale, multiple), device="meta", dtype=dtype)
+        F.interpolate(meta_net(batch), size=size, mode="bilinear", align_corners=False).softmax(dim=1)
+
+    with torch.no_grad(), eval_mode(meta_net):
+        return max(peak_bytes(partial(one_scale, scale)) for scale in scales)
+
+
+def check_inference_fits(net: Segmenter, size: tuple[int, int], scales: Sequence[float], flip: bool, budget: int,
+                         device: torch.device, what: str) -> None:
+    """Stop before any image is segmented when an image of ``size`` would pass the memory budget
+    or the device's free memory at its largest scale; the message names the size and the scales."""
+    need = inference_peak(on_meta(net), size, scales, flip)
+    where = f"{what}: a {size[1]}×{size[0]} image at scales {list(scales)}{' with its mirror' if flip else ''}"
+    if need > budget:
+        raise InputError(f"{where} needs {need / GIB:.2f} GiB of tensors, more than memory.budget_gib={budget / GIB:g}; "
+                         "raise memory.budget_gib if the device has the room, or use smaller scales")
+    require_available(need, device, where)
 
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, kernels: CRFKernels) -> np.ndarray:

@@ -59,16 +59,15 @@ class ViTBackbone(Backbone):
         # The classification head is never run here: frozen, so that DDP does not wait for its gradients.
         vit.get_classifier().requires_grad_(False)
         self.token_stride = vit.patch_embed.img_size[0] // vit.patch_embed.grid_size[0]
-        self._stem_output: list[torch.Tensor] = []
         if is_hybrid(vit):
             stem = vit.patch_embed.backbone
-            stem.register_forward_hook(lambda module, inputs, output: self._stem_output.append(output))
+            stem.register_forward_hook(_keep_output)
             with torch.no_grad():
                 was_training = stem.training
                 stem.eval()
                 probe = stem(torch.zeros(1, 3, self.token_stride * 2, self.token_stride * 2))
                 stem.train(was_training)
-            self._stem_output.clear()
+            del stem.kept_output
             stem_stride = self.token_stride * 2 // probe.shape[-1]
             self.channels = (probe.shape[1], vit.embed_dim)
             self.strides = (stem_stride, self.token_stride)
@@ -80,14 +79,21 @@ class ViTBackbone(Backbone):
         height, width = images.shape[-2:]
         if height % self.token_stride or width % self.token_stride:
             raise ValueError(f"input {height}x{width} is not a multiple of the ViT's token stride {self.token_stride}")
-        self._stem_output.clear()
         tokens = self.vit.forward_features(images)[:, self.vit.num_prefix_tokens:]
         grid = (height // self.token_stride, width // self.token_stride)
         coarse = tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *grid)
         if not self.strides[:-1]:
             return [coarse]
-        stem = self._stem_output.pop()
+        stem_module = self.vit.patch_embed.backbone
+        stem = stem_module.kept_output
+        del stem_module.kept_output
         return [stem[-1] if isinstance(stem, (list, tuple)) else stem, coarse]
+
+
+def _keep_output(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    """Forward hook: the CNN stem's feature map, kept on the stem itself (so that a copy of the
+    network, e.g. a dry run's on the meta device, keeps its own) until the backbone takes it."""
+    module.kept_output = output
 
 
 class TimmCNNBackbone(Backbone):
