@@ -200,6 +200,7 @@ def report(args: argparse.Namespace, scale: DatasetScale, rows: list[dict[str, A
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, device {info['device']}, "
           f"{info['threads']} torch threads")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"preset": str(args.preset), "dataset": scale.name, "rows": rows,
                                          "total_projected_s": total, "machine": info}, indent=2) + "\n")
 
