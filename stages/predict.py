@@ -58,7 +58,8 @@ def main(
     if clashes:
         raise typer.BadParameter(f"several inputs are named {clashes[0]}.* (outputs would overwrite each other); "
                                  "predict them into separate --out folders", param_hint="IMAGES")
-    budget = StageParams(params_file).section("memory", MemoryConfig).budget_bytes
+    # Inside a project the params' memory budget applies; elsewhere only the device's free memory.
+    budget = StageParams(params_file).section("memory", MemoryConfig).budget_bytes if params_file.is_file() else None
     checked: set[tuple[int, int]] = set()
     failed: list[str] = []
     for path in progress(files, total=len(files), desc="predict"):

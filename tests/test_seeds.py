@@ -8,7 +8,7 @@ from pipeline.dataset_index import DatasetIndex
 from pipeline.indexing import DatasetConfig, write_index
 from pipeline.errors import InputError
 from pipeline.models import DemoHybridConfig, build_classifier
-from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, require_method
+from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, plan_scales, require_method
 from pipeline.seeds import cam_positions, present_class_maps
 from pipeline.synthetic import SyntheticConfig, generate
 from tests.configs import project_config
@@ -35,8 +35,9 @@ def test_flip_average_of_a_mirror_image_is_the_mirror_of_the_average():
     images = torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8)
     classes = torch.tensor([0, 2])
     config = project_config("cams", CamsConfig, method="transformer_attribution", scales=[1.0, 1.5], flip=True, start_layer=1)
-    a = multiscale_relevance(model, images, classes, (4, 4), 8, config)
-    b = multiscale_relevance(model, images.flip(-1), classes, (4, 4), 8, config)
+    plans = plan_scales(model, 32, 8, config, budget=2**40)
+    a = multiscale_relevance(model, images, classes, (4, 4), 8, config, plans)
+    b = multiscale_relevance(model, images.flip(-1), classes, (4, 4), 8, config, plans)
     assert a.shape == (2, 4, 4)
     # float32 (normalise casts): the 1.5× resize and the 4-term average round differently for the mirror, and the
     # network amplifies that (float32 vs float64 maps: 1.6e-6 of the max); 1e-4 of each map's max is ~60× that,

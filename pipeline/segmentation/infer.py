@@ -75,13 +75,14 @@ def inference_peak(meta_net: Segmenter, size: tuple[int, int], scales: Sequence[
         return max(peak_bytes(partial(one_scale, scale)) for scale in scales)
 
 
-def check_inference_fits(net: Segmenter, size: tuple[int, int], scales: Sequence[float], flip: bool, budget: int,
+def check_inference_fits(net: Segmenter, size: tuple[int, int], scales: Sequence[float], flip: bool, budget: int | None,
                          device: torch.device, what: str) -> None:
     """Stop before any image is segmented when an image of ``size`` would pass the memory budget
-    or the device's free memory at its largest scale; the message names the size and the scales."""
+    (None: no budget, e.g. outside a project) or the device's free memory at its largest scale;
+    the message names the size and the scales."""
     need = inference_peak(on_meta(net), size, scales, flip)
     where = f"{what}: a {size[1]}×{size[0]} image at scales {list(scales)}{' with its mirror' if flip else ''}"
-    if need > budget:
+    if budget is not None and need > budget:
         raise InputError(f"{where} needs {need / GIB:.2f} GiB of tensors, more than memory.budget_gib={budget / GIB:g}; "
                          "raise memory.budget_gib if the device has the room, or use smaller scales")
     require_available(need, device, where)
