@@ -1,7 +1,7 @@
 """Confident-label CRF throughput (two dense CRFs per image) with 1 and more worker processes.
 
 Synthetic images: random bright rectangles on a noisy background, one soft seed per rectangle.
-CRF spatial std-devs are scaled to the image size (`pipeline.dense_crf.for_image`).
+CRF spatial std-devs are scaled to the image size (`pipeline.refine.dense_crf.for_image`).
 
     .venv/bin/python benchmarks/bench_crf.py --size 224 --images 16 --workers 1 2
 """
@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from pipeline.crf import CRFConfig, confident_labels_many
-from stages import params as P
+from pipeline.refine.confident import CRFConfig, confident_labels_many
+from stages.runner import params as P
 
 
 def synthetic_image(size: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:

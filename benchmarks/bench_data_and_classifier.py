@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from pipeline.classifier import ClassifierConfig
-from pipeline.models import build_classifier
-from pipeline.preprocess import normalise, resize_square, to_tensor
-from pipeline.synthetic import SyntheticConfig, generate
-from pipeline.voc import VOCDataset
-from stages import params as P
+from pipeline.classifier.model import build_classifier
+from pipeline.classifier.train import ClassifierConfig
+from pipeline.data.preprocess import normalise, resize_square, to_tensor
+from pipeline.sources.synthetic import SyntheticConfig, generate
+from pipeline.sources.voc import VOCDataset
+from stages.runner import params as P
 
 
 def main() -> None:

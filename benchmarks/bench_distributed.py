@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.artifacts import Artifact
+from pipeline.core.artifacts import Artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a per-image stage reads besides code and params: copied (images and stores are small here).

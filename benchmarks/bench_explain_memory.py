@@ -7,7 +7,7 @@
 Each (side, mode) runs in a fresh process: random weights, one (image, class) pair per call,
 one warm-up call, then ``--repeats`` timed calls. Printed per row: seconds per pair, the
 process's peak resident memory, the resident memory with the model alone (so the difference
-is what the explanation costs), and the tensor peak of pipeline/memory.py's dry run (the
+is what the explanation costs), and the tensor peak of pipeline/core/memory.py's dry run (the
 figure the batch planner uses; device-independent). On CUDA the peak is
 torch.cuda.max_memory_allocated beyond the model instead of the resident memory.
 """
@@ -31,9 +31,9 @@ def measure(model_name: str, method: str, side: int, recompute: bool, repeats: i
     import timm
     import torch
 
+    from pipeline.core.memory import on_meta
     from pipeline.explain import explain
     from pipeline.explain.planning import _dry_peak
-    from pipeline.memory import on_meta
 
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

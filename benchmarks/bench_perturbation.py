@@ -23,7 +23,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from pipeline.explain_eval import evaluate_method
+from pipeline.evaluation.explanations import evaluate_method
 
 
 def stand_in_explainer(model: torch.nn.Module, patch: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -2,7 +2,7 @@
 
 The dense formulation is the reference code's: a dense W^beta (N x N), row-normalised, raised
 to the power `steps` by repeated squaring, then applied to the seeds. The sparse one is
-`pipeline.random_walk`. Both must give the same scores (to float tolerance) and labels.
+`pipeline.refine.random_walk`. Both must give the same scores (to float tolerance) and labels.
 Peak memory is what tracemalloc sees (numpy and scipy arrays; not BLAS scratch buffers).
 
     .venv/bin/python benchmarks/bench_random_walk.py --grid 56 --beta 16 --steps 8
@@ -15,8 +15,8 @@ import tracemalloc
 
 import numpy as np
 
-from pipeline.affinity.pairs import half_disc_offsets
-from pipeline.random_walk import random_walk, seed_scores, transition_matrix
+from pipeline.refine.affinity.pairs import half_disc_offsets
+from pipeline.refine.random_walk import random_walk, seed_scores, transition_matrix
 
 
 def synthetic_case(grid: int, offsets: list[tuple[int, int]], classes: int, seed: int):

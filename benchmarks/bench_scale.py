@@ -27,7 +27,7 @@ on this device (crf_labels: crf.workers processes): distributed.nproc_per_node G
 JPEG decoding, zarr reads and writes and model loading are not timed.
 
 "planned peak" is the tensor peak of the largest batch the stage's planner chose at the true batch
-size (pipeline/memory.py's dry run, beyond the weights): the figure that must fit the GPU. The
+size (pipeline/core/memory.py's dry run, beyond the weights): the figure that must fit the GPU. The
 timed batches hold at most --images images, so on a CPU the host peak is for fewer.
 """
 from __future__ import annotations
@@ -46,10 +46,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # pipeline and stages, installed or not
 
-from pipeline.errors import InputError  # noqa: E402
 from scale_data import DatasetScale, dataset_scale  # noqa: E402
-from stages import params as P  # noqa: E402
+
+from pipeline.core.errors import InputError  # noqa: E402
 from stages.preset import merged  # noqa: E402
+from stages.runner import params as P  # noqa: E402
 
 STAGES = ("train_cls", "cams", "crf_labels", "train_aff", "random_walk", "train_seg", "evaluate_seg", "explain_eval")
 
@@ -93,7 +94,7 @@ def serve_stage(args: argparse.Namespace) -> None:
     from scale_stages import NETWORKLESS, WORKERS, Rehearsal
 
     if args.worker not in NETWORKLESS:
-        import pipeline.models  # noqa: F401  (timm: most of the start-up, done before the go)
+        import pipeline.classifier.model  # noqa: F401  (timm: most of the start-up, done before the go)
     print("ready", flush=True)
     if sys.stdin.readline().strip() != "go":
         return

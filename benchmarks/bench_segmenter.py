@@ -24,8 +24,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.config import from_mapping  # noqa: E402
-from pipeline.preprocess import normalise  # noqa: E402
+from pipeline.core.config import from_mapping  # noqa: E402
+from pipeline.data.preprocess import normalise  # noqa: E402
 from pipeline.segmentation.infer import EvaluateSegConfig, predict_probs  # noqa: E402
 from pipeline.segmentation.net import build_segmenter  # noqa: E402
 from pipeline.segmentation.train import SegTrainConfig, make_optimizer  # noqa: E402

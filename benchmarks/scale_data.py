@@ -13,7 +13,7 @@ from itertools import cycle, islice
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
-
-from pipeline.errors import InputError
-from pipeline.memory import GIB, MemoryConfig
-from pipeline.preprocess import resize_square, to_tensor
 from scale_data import Sample, coarse_seeds, dataset_scale, generate, multi_hot, repeated
-from stages import params as P
+
+from pipeline.core.errors import InputError
+from pipeline.core.memory import GIB, MemoryConfig
+from pipeline.data.preprocess import resize_square, to_tensor
+from stages.runner import params as P
 
 T = TypeVar("T")
 SEED_STRIDE = 16  # seeds live on a stride-16 token grid (ViT-B/16, the demo hybrid); the CRF and walk costs hardly depend on it
@@ -66,8 +66,8 @@ class Rehearsal:
 
     def classifier(self, dynamic: bool = False) -> torch.nn.Module:
         """train_cls's network with random weights, on the device, in eval mode (as load_classifier gives it)."""
-        from pipeline.classifier import ClassifierConfig
-        from pipeline.models import build_classifier
+        from pipeline.classifier.model import build_classifier
+        from pipeline.classifier.train import ClassifierConfig
 
         cfg = self.section("train_cls", ClassifierConfig)
         torch.manual_seed(cfg.seed)
@@ -76,8 +76,8 @@ class Rehearsal:
 
     def classifier_path(self) -> Path:
         """The random classifier saved as train_cls saves it: AffinityNet and the segmenter build on the file."""
-        from pipeline.classifier import ClassifierConfig
-        from pipeline.models import classifier_meta, save_checkpoint
+        from pipeline.classifier.model import classifier_meta, save_checkpoint
+        from pipeline.classifier.train import ClassifierConfig
 
         path = self.workdir / "classifier.pt"
         if not path.exists():
@@ -100,8 +100,8 @@ def row(items: int, unit: str, elapsed: float, work: float, setting: str, **deta
 
 def train_cls(r: Rehearsal) -> dict[str, Any]:
     """Optimizer steps of train_classifier (augmentation, BCE, schedule), plus the per-epoch val pass."""
-    from pipeline.classifier import ClassifierConfig, predict_scores, train_classifier
-    from pipeline.models import build_classifier
+    from pipeline.classifier.model import build_classifier
+    from pipeline.classifier.train import ClassifierConfig, predict_scores, train_classifier
 
     cfg = r.section("train_cls", ClassifierConfig)
     k, bs = r.scale.num_classes, cfg.batch_size
@@ -128,10 +128,10 @@ def train_cls(r: Rehearsal) -> dict[str, Any]:
 
 def cams(r: Rehearsal) -> dict[str, Any]:
     """plan_scales + multiscale_relevance on every (image, present class) pair, as the cams stage."""
-    from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, plan_scales, require_method
-    from pipeline.classifier import ClassifierConfig
-    from pipeline.memory import require_available
-    from pipeline.models import token_stride
+    from pipeline.classifier.model import token_stride
+    from pipeline.classifier.train import ClassifierConfig
+    from pipeline.core.memory import require_available
+    from pipeline.seeds.relevance import CamsConfig, multiscale_relevance, normalise_by_max, plan_scales, require_method
 
     cfg = r.section("cams", CamsConfig)
     if cfg.image_size != r.section("train_cls", ClassifierConfig).image_size:
@@ -156,8 +156,8 @@ def cams(r: Rehearsal) -> dict[str, Any]:
 
 def crf_labels(r: Rehearsal) -> dict[str, Any]:
     """confident_labels_many (two dense CRFs per image) at the full image size, in one process."""
-    from pipeline.crf import CRFConfig, confident_labels_many
-    from pipeline.seeds import upsample_seeds
+    from pipeline.refine.confident import CRFConfig, confident_labels_many
+    from pipeline.seeds.stored import upsample_seeds
 
     cfg = r.section("crf", CRFConfig)
     seeds = [upsample_seeds(coarse_seeds(s, r.seed_grid()), s.mask.shape).clip(0, 1) for s in r.samples]
@@ -173,10 +173,10 @@ def crf_labels(r: Rehearsal) -> dict[str, Any]:
 
 def train_aff(r: Rehearsal) -> dict[str, Any]:
     """train_affinitynet steps at aff_pairs.image_size and train_aff.batch_size."""
-    from pipeline.affinity.net import affinity_grid, build_affinitynet
-    from pipeline.affinity.pairs import AffPairsConfig, half_disc_offsets
-    from pipeline.affinity.train import AffinityTrainConfig, train_affinitynet
-    from pipeline.labels import resize_labels
+    from pipeline.data.label_maps import resize_labels
+    from pipeline.refine.affinity.net import affinity_grid, build_affinitynet
+    from pipeline.refine.affinity.pairs import AffPairsConfig, half_disc_offsets
+    from pipeline.refine.affinity.train import AffinityTrainConfig, train_affinitynet
 
     cfg, pairs = r.section("train_aff", AffinityTrainConfig), r.section("aff_pairs", AffPairsConfig)
     torch.manual_seed(cfg.seed)
@@ -196,17 +196,17 @@ def train_aff(r: Rehearsal) -> dict[str, Any]:
 
 def random_walk(r: Rehearsal) -> dict[str, Any]:
     """predict_affinity in the stage's batches, then refine (the walk) and mean_affinity per image."""
-    from pipeline.affinity.net import affinity_grid, build_affinitynet, mean_affinity, predict_affinity
-    from pipeline.affinity.pairs import AffPairsConfig, half_disc_offsets
-    from pipeline.affinity.train import AffinityTrainConfig
-    from pipeline.cams import CamsConfig
-    from pipeline.preprocess import normalise
-    from pipeline.random_walk import RandomWalkConfig, refine
+    from pipeline.data.preprocess import normalise
+    from pipeline.refine.affinity.net import affinity_grid, build_affinitynet, mean_affinity, predict_affinity
+    from pipeline.refine.affinity.pairs import AffPairsConfig, half_disc_offsets
+    from pipeline.refine.affinity.train import AffinityTrainConfig
+    from pipeline.refine.random_walk import RandomWalkConfig, refine
+    from pipeline.seeds.relevance import CamsConfig
     from stages.random_walk import BATCH
 
     cfg, pairs, aff = r.section("random_walk", RandomWalkConfig), r.section("aff_pairs", AffPairsConfig), r.section("train_aff", AffinityTrainConfig)
     net = build_affinitynet(r.classifier_path(), pairs.image_size, aff.hidden_channels, aff.out_channels, r.device).eval()
-    offsets = half_disc_offsets(cfg.radius)
+    offsets = half_disc_offsets(pairs.radius)  # the radius AffinityNet trained on
 
     def walk(samples: list[Sample]) -> None:
         for start in range(0, len(samples), BATCH):
@@ -221,7 +221,7 @@ def random_walk(r: Rehearsal) -> dict[str, Any]:
     _, elapsed = r.timed(walk, r.samples)
     grid = affinity_grid(net, pairs.image_size, r.device)
     work = r.scale.images(r.section("cams", CamsConfig).splits, "cams.splits")
-    return row(len(r.samples), "image", elapsed, work, f"grid {grid[0]}x{grid[1]}, radius {cfg.radius}, "
+    return row(len(r.samples), "image", elapsed, work, f"grid {grid[0]}x{grid[1]}, radius {pairs.radius}, "
                f"beta {cfg.beta:g}, {cfg.steps} steps, batch {BATCH}")
 
 
@@ -269,7 +269,7 @@ def evaluate_seg(r: Rehearsal) -> dict[str, Any]:
 
 def evaluation_batch(samples: list[Sample], size: int, num_classes: int) -> dict[str, torch.Tensor]:
     """A batch as stages/explain_eval.py's dataset_batches makes it: [0, 1] images, multi-hot labels, masks."""
-    from pipeline.labels import resize_labels
+    from pipeline.data.label_maps import resize_labels
 
     return {
         "images": to_tensor([resize_square(s.image, size) for s in samples]).float() / 255.0,
@@ -280,11 +280,11 @@ def evaluation_batch(samples: list[Sample], size: int, num_classes: int) -> dict
 
 def explain_eval(r: Rehearsal) -> dict[str, Any]:
     """evaluate_method (perturbation + segmentation tests) per method on one batch, planned as the stage plans."""
-    from pipeline.cams import require_method
-    from pipeline.classifier import ClassifierConfig
-    from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
-    from pipeline.preprocess import normalise
+    from pipeline.classifier.train import ClassifierConfig
+    from pipeline.data.preprocess import normalise
+    from pipeline.evaluation.explanations import ExplainEvalConfig, evaluate_method
     from pipeline.explain.planning import planned_explainers
+    from pipeline.seeds.relevance import require_method
 
     cfg, size = r.section("explain_eval", ExplainEvalConfig), r.section("train_cls", ClassifierConfig).image_size
     model = r.classifier()

@@ -1,27 +1,26 @@
 """aff_pairs stage: confident labels at feature resolution and the pair code of every offset."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from pipeline.affinity.pairs import AffPairsConfig, half_disc_offsets, pair_codes, pair_counts
-from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.dataset_index import DatasetIndex
-from pipeline.errors import InputError
-from pipeline.labels import resize_labels
-from pipeline.models import feature_backbone, load_classifier
-from pipeline.progress import progress
-from stages.common import PARAMS_OPTION, StageParams, echo, write_json
-from stages.paths import AFF_PAIRS, AFF_PAIRS_METRICS, CLASSIFIER, CRF_LABELS, DATASET
+from pipeline.classifier.model import feature_backbone, load_classifier
+from pipeline.core.artifacts import Artifact, ArtifactWriter
+from pipeline.core.errors import InputError
+from pipeline.core.progress import progress
+from pipeline.data.index import DatasetIndex
+from pipeline.data.label_maps import resize_labels
+from pipeline.refine.affinity.pairs import AffPairsConfig, half_disc_offsets, pair_codes, pair_counts
+from stages.runner.outputs import write_json
+from stages.runner.paths import AFF_PAIRS, AFF_PAIRS_METRICS, CLASSIFIER, CRF_LABELS, DATASET
+from stages.runner.spec import StageResult
+from stages.runner.stage import Stage
 
 OUTPUT = AFF_PAIRS
 METRICS = AFF_PAIRS_METRICS
 KIND = "aff_pairs"
 
 
-def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
+def run(stage: Stage) -> StageResult:
     """Reduce confident labels to the AffinityNet feature grid and code each radius pair -> data/aff_pairs.zarr."""
-    params = StageParams(params_file)
-    cfg = params.section("aff_pairs", AffPairsConfig)
+    cfg = stage.section("aff_pairs", AffPairsConfig)
     index = DatasetIndex(DATASET)
     crf = Artifact(CRF_LABELS, "crf_labels")
     # The feature grid is the classifier backbone's: stride from the network itself.
@@ -48,5 +47,5 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
             out.write("labels", k, labels)
             out.write("codes", k, codes)
     write_json(METRICS, {"images": len(rows), "pairs": totals})
-    echo(f"aff_pairs: {len(rows)} images on a {grid[0]}x{grid[1]} grid, pairs {totals} -> {OUTPUT}")
-    return len(rows), "image"
+    stage.say(f"{len(rows)} images on a {grid[0]}x{grid[1]} grid, pairs {totals} -> {OUTPUT}")
+    return StageResult(len(rows), "image")

@@ -7,27 +7,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.affinity.pairs import AffPairsConfig
-from pipeline.affinity.train import AffinityTrainConfig
-from pipeline.artifacts import StorageConfig
-from pipeline.cams import CamsConfig
-from pipeline.classifier import ClassifierConfig
-from pipeline.crf import CRFConfig
-from pipeline.distributed import DistributedConfig
-from pipeline.memory import MemoryConfig
-from pipeline.indexing import DatasetConfig, check_files, open_source, split_membership
-from pipeline.errors import InputError
-from pipeline.evaluation import EvaluateConfig
-from pipeline.explain_eval import ExplainEvalConfig
-from pipeline.figures import ReportConfig
-from pipeline.progress import progress
-from pipeline.random_walk import RandomWalkConfig
+from pipeline.classifier.train import ClassifierConfig
+from pipeline.core.artifacts import StorageConfig
+from pipeline.core.distributed import DistributedConfig
+from pipeline.core.errors import InputError
+from pipeline.core.memory import MemoryConfig
+from pipeline.core.progress import progress
+from pipeline.evaluation.explanations import ExplainEvalConfig
+from pipeline.evaluation.pseudo_labels import EvaluateConfig
+from pipeline.refine.affinity.pairs import AffPairsConfig
+from pipeline.refine.affinity.train import AffinityTrainConfig
+from pipeline.refine.confident import CRFConfig
+from pipeline.refine.random_walk import RandomWalkConfig
+from pipeline.report.config import ReportConfig
+from pipeline.seeds.relevance import CamsConfig
 from pipeline.segmentation.infer import EvaluateSegConfig
 from pipeline.segmentation.train import SegTrainConfig
-from pipeline.synthetic import SyntheticConfig
-from stages import params as P
-from stages.common import PARAMS_OPTION, StageParams, echo
-from stages.paths import SYNTHETIC
+from pipeline.sources.build_index import DatasetConfig, check_files, open_source, split_membership
+from pipeline.sources.synthetic import SyntheticConfig
+from stages.runner import params as P
+from stages.runner.outputs import echo
+from stages.runner.params import PARAMS_OPTION, StageParams
+from stages.runner.paths import SYNTHETIC
 
 # Each params.yaml section and the config class its stage validates it against.
 SECTIONS: dict[str, type] = {
@@ -58,10 +59,17 @@ def across_sections(params: StageParams) -> list[str]:
     for key, value in (("train_cls.pretrained", classifier.pretrained), ("train_seg.network.weights", segmenter.network.weights)):
         if isinstance(value, str) and value != "classifier" and not Path(value).is_file():
             problems.append(f"{params.source}: {key}: '{value}' is not a file; give a local checkpoint path (nothing is downloaded)")
-    if segmenter.network.backbone == "classifier" and classifier.model == "demo_hybrid":
+    cams = params.section("cams", CamsConfig)
+    if cams.image_size != classifier.image_size:  # the maps live on the grid the classifier was trained at
+        problems.append(f"{params.source}: cams.image_size={cams.image_size} differs from train_cls.image_size={classifier.image_size}; "
+                        "set them equal (cams.scales explains at other sizes)")
+    if classifier.model == "demo_hybrid":
         stride = 2 ** len(classifier.demo_hybrid.stem_channels) * classifier.demo_hybrid.patch_size
-        if segmenter.crop_size % stride:
-            problems.append(f"{params.source}: train_seg.crop_size={segmenter.crop_size} must be a multiple of the classifier's token stride {stride}")
+        sizes = [("aff_pairs.image_size", params.section("aff_pairs", AffPairsConfig).image_size)]
+        if segmenter.network.backbone == "classifier":
+            sizes.append(("train_seg.crop_size", segmenter.crop_size))
+        problems += [f"{params.source}: {key}={size} must be a multiple of the classifier's token stride {stride} (train_cls.demo_hybrid)"
+                     for key, size in sizes if size % stride]
     return problems
 
 

@@ -18,10 +18,12 @@ from pathlib import Path
 
 import typer
 
-from pipeline.errors import InputError
-from stages.common import PARAMS_OPTION, StageParams, write_json
-from stages.paths import TIMINGS
-from stages.stage_list import CPU_ONLY, DISTRIBUTED, STAGES
+from pipeline.core.errors import InputError
+from stages.runner.outputs import write_json
+from stages.runner.params import PARAMS_OPTION, StageParams
+from stages.runner.paths import TIMINGS
+from stages.runner.spec import StageResult, StageSpec
+from stages.stage_list import STAGES
 from stages.timings import write_page
 
 app = typer.Typer(
@@ -52,14 +54,14 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def _processes(name: str, params_file: Path) -> int:
-    """How many processes `distributed.nproc_per_node` asks for stage ``name`` on this machine."""
+def _processes(spec: StageSpec, params_file: Path) -> int:
+    """How many processes `distributed.nproc_per_node` asks for this stage on this machine."""
     import torch
 
-    from pipeline.distributed import DistributedConfig, processes_per_node
+    from pipeline.core.distributed import DistributedConfig, processes_per_node
 
     params = StageParams(params_file)
-    device = torch.device("cpu") if name in CPU_ONLY else params.device()
+    device = torch.device("cpu") if spec.cpu_only else params.device()
     return processes_per_node(params.section("distributed", DistributedConfig), device)
 
 
@@ -74,57 +76,70 @@ def _run_ranks(name: str, params_file: Path, processes: int) -> None:
         raise typer.Exit(code)
 
 
-def _stage_command(module_name: str, name: str | None = None) -> Callable[[Path], None]:
-    """Run a module's `main`; for a DVC stage (``name``) also record its wall time, CPU time,
-    peak memory and throughput in metrics/timings/<name>.json (or in $WSSS_TIMINGS_DIR, for runs
-    in a temporary copy such as `dvc exp run --temp`). A stage of `DISTRIBUTED` runs as several
-    torchrun processes when the `distributed` params ask for more than one."""
+def _run_here(spec: StageSpec, params_file: Path) -> StageResult:
+    """The stage's ``run`` in this process (one rank of several under torchrun, or the only one)."""
+    from pipeline.core.distributed import launched
+    from stages.runner.stage import Stage
+
+    run = importlib.import_module(spec.module).run
+    if launched():  # torchrun's summary then names the failing rank with its error and traceback
+        from torch.distributed.elastic.multiprocessing.errors import record
+
+        run = record(run)
+    return run(Stage(spec, params_file))
+
+
+def _stage_command(spec: StageSpec) -> Callable[[Path], None]:
+    """Run a stage and record its wall time, CPU time, peak memory and throughput in
+    metrics/timings/<name>.json (or in $WSSS_TIMINGS_DIR, for runs in a temporary copy such as
+    `dvc exp run --temp`). A ``distributed`` stage runs as several torchrun processes when the
+    `distributed` params ask for more than one."""
 
     def command(params_file: Path = PARAMS_OPTION) -> None:
-        from pipeline.distributed import launched, rank, world_size
+        from pipeline.core.distributed import launched, rank, world_size
 
         start, cpu_start = time.perf_counter(), _cpu_seconds()
         folder = Path(os.environ.get("WSSS_TIMINGS_DIR") or TIMINGS)
-        processes = _processes(name, params_file) if name in DISTRIBUTED and not launched() else 1
+        processes = _processes(spec, params_file) if spec.distributed and not launched() else 1
         if processes > 1:
-            _run_ranks(name, params_file, processes)
+            _run_ranks(spec.name, params_file, processes)
             # Rank 0 recorded what it processed; the totals of all ranks are this process's.
-            throughput = json.loads((folder / f"{name}.json").read_text()).get("items")
+            items = json.loads((folder / f"{spec.name}.json").read_text())["items"]
+            result = StageResult(*items)
         else:
-            main = importlib.import_module(module_name).main
-            if launched():  # torchrun's summary then names the failing rank with its error and traceback
-                from torch.distributed.elastic.multiprocessing.errors import record
-
-                main = record(main)
-            throughput = main(params_file)
-            if name is None or rank() != 0:
+            result = _run_here(spec, params_file)
+            if rank() != 0:
                 return
         seconds = time.perf_counter() - start
         # ru_maxrss is in KiB on Linux: the largest resident set of this process or of one child.
         peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
-        timing = {"stage": name, "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
-                  "peak_memory_mib": round(peak / 1024, 1), "processes": processes if processes > 1 else world_size(),
-                  "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        if throughput:
-            count, unit = throughput
-            timing.update(items=[count, unit], items_per_second=round(count / max(seconds, 1e-9), 2))
-        write_json(folder / f"{name}.json", timing)
+        write_json(folder / f"{spec.name}.json", {
+            "stage": spec.name, "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
+            "peak_memory_mib": round(peak / 1024, 1), "processes": processes if processes > 1 else world_size(),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "items": [result.count, result.unit],
+            "items_per_second": round(result.count / max(seconds, 1e-9), 2)})
         write_page(folder)
 
     return command
 
 
-def _tool_command(module_name: str) -> Callable:
-    """A tool's `main`, imported now (tools are light); its signature defines the options."""
-    return importlib.import_module(module_name).main
+def _tool_command(module_name: str, lazy: bool = False) -> Callable:
+    """A tool's `main`; its signature defines the options. Imported now (most tools are light),
+    or with ``lazy`` only when it runs (check imports every stage's config class: torch, timm)."""
+    if not lazy:
+        return importlib.import_module(module_name).main
+
+    def command(params_file: Path = PARAMS_OPTION) -> None:
+        importlib.import_module(module_name).main(params_file)
+
+    return command
 
 
-for _name, _module, _description in STAGES:
-    app.command(_name, help=_description, short_help=_description)(_friendly_errors(_stage_command(_module, _name)))
+for _spec in STAGES:
+    app.command(_spec.name, help=_spec.summary, short_help=_spec.summary)(_friendly_errors(_stage_command(_spec)))
 
-# check imports every stage's config class (torch, timm): loaded only when it runs, like a stage.
 app.command("check", help="Validate every section of params.yaml and decode every image and mask of the dataset.")(
-    _friendly_errors(_stage_command("stages.check")))
+    _friendly_errors(_tool_command("stages.check", lazy=True)))
 app.command("code-deps", help="Write each stage's code deps (its import closure) into dvc.yaml.")(_tool_command("stages.code_deps"))
 app.command("preset", help="Lay a preset (configs/*.yaml) over params.yaml, validate every section, then write it.")(
     _friendly_errors(_tool_command("stages.preset")))

@@ -7,7 +7,11 @@ out. Importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py`` first, s
 ``__init__`` files belong to the closure as well. The CLI dispatcher is not part of any
 closure: it loads stage modules by name, lazily.
 
-``wsss code-deps`` rewrites the code entries of each stage's ``deps:`` in dvc.yaml and leaves
+dvc.yaml lists a stage's code at the granularity of :func:`dep_entry`: the library's group
+folders it touches (``pipeline/refine``), the stage glue (``stages/runner``), and top-level
+modules by name (``stages/cams.py``). Coarser than the closure, so an edit may rerun a stage
+that touches the edited folder without running the edited file; docs/architecture.md lists
+which. ``wsss code-deps`` rewrites the ``deps:`` entry of each stage in dvc.yaml and leaves
 every other line alone; ``wsss code-deps --check`` only reports a difference (for CI and tests).
 """
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import typer
+import yaml
 
 from stages.stage_list import STAGE_MODULES
 
@@ -93,76 +98,87 @@ def closure(module: str, root: Path = ROOT) -> set[str]:
     return seen
 
 
-def stage_code_deps(stage: str, root: Path = ROOT) -> list[str]:
+def stage_code_files(stage: str, root: Path = ROOT) -> list[str]:
     """Repository-relative paths of the source files stage ``stage`` runs, sorted."""
     files = (module_file(m, root) for m in closure(STAGE_MODULES[stage], root))
     return sorted(str(f.relative_to(root)) for f in files if f is not None)
 
 
-def _is_code_dep(entry: str) -> bool:
-    return entry.endswith(".py") and entry.split("/")[0] in PACKAGES
+def dep_entry(path: str) -> str:
+    """The dvc.yaml entry that covers a source file: a file inside a group of the library
+    (``pipeline/<group>/...``) or of the stage glue (``stages/runner/...``) is covered by its
+    group's folder; a top-level module (a stage's own, a package ``__init__``) by itself."""
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else path
+
+
+def stage_code_deps(stage: str, root: Path = ROOT) -> list[str]:
+    """The code deps dvc.yaml declares for ``stage``: the folders and files covering its closure."""
+    return sorted({dep_entry(path) for path in stage_code_files(stage, root)})
+
+
+def is_code_dep(entry: str) -> bool:
+    return entry.split("/")[0] in PACKAGES
 
 
 _STAGE = re.compile(r"^  ([A-Za-z_][\w-]*):\s*$")
 _KEY = re.compile(r"^    ([A-Za-z_]+):")
-_ITEM = re.compile(r"^      - (\S+)\s*$")
+_PLAIN = re.compile(r"^[\w./-]+$")
+WIDTH = 120  # a deps line wraps before this column
+
+
+def _flow_item(entry: str) -> str:
+    return entry if _PLAIN.match(entry) else '"' + entry + '"'
+
+
+def format_deps(data: list[str], code: list[str]) -> list[str]:
+    """A ``deps:`` entry as a flow list: the data deps first, the code deps from a new line."""
+    head = "    deps: ["
+    indent = " " * len(head)
+    lines: list[str] = []
+    groups = [group for group in (data, code) if group]
+    for g, group in enumerate(groups):
+        current = head if g == 0 else indent
+        for i, entry in enumerate(group):
+            item = _flow_item(entry) + ("]" if g == len(groups) - 1 and i == len(group) - 1 else ",")
+            if current not in (head, indent) and len(current) + 1 + len(item) > WIDTH:
+                lines.append(current)
+                current = indent
+            current += ("" if current in (head, indent) else " ") + item
+        lines.append(current)
+    return lines or [head + "]"]
 
 
 def rewrite_dvc_yaml(text: str, deps: dict[str, list[str]]) -> str:
     """dvc.yaml ``text`` with each listed stage's code deps replaced by ``deps[stage]``.
 
-    Data deps keep their order and come first; a stage with no ``deps:`` key gets one after
-    its ``cmd:``. Only lines of the form ``      - pipeline/...py`` / ``stages/...py`` change.
+    The ``deps:`` entry of each stage is written as a flow list (its data deps kept in their
+    order, then the code deps); a stage without one gets it after its ``cmd:``. Every other
+    line stays as it is.
     """
-    lines = text.splitlines()
-    with_deps = _stages_with_deps(lines)
-    out: list[str] = []
-    stage: str | None = None
-    in_deps = False
-    done: set[str] = set()
-
-    def emit_code() -> None:
-        if stage in deps and stage not in done:
-            out.extend(f"      - {path}" for path in deps[stage])
-            done.add(stage)
-
-    for line in lines:
-        stage_match = _STAGE.match(line)
-        key_match = _KEY.match(line)
-        if in_deps and not _ITEM.match(line):
-            emit_code()
-            in_deps = False
-        if stage_match:
-            stage = stage_match.group(1)
-        elif key_match and stage in deps:
-            if key_match.group(1) == "deps":
-                in_deps = True
-            elif key_match.group(1) == "cmd" and stage not in with_deps:
-                out.append(line)
-                out.append("    deps:")
-                emit_code()
-                continue
-        item = _ITEM.match(line)
-        if in_deps and item and _is_code_dep(item.group(1)):
-            continue
-        out.append(line)
-    if in_deps:
-        emit_code()
-    missing = sorted(set(deps) - done)
+    parsed = yaml.safe_load(text)["stages"]
+    missing = sorted(set(deps) - set(parsed))
     if missing:
         raise ValueError(f"dvc.yaml has no stage {missing[0]!r}; add it before generating its code deps")
-    return "\n".join(out) + "\n"
-
-
-def _stages_with_deps(lines: list[str]) -> set[str]:
-    found: set[str] = set()
-    stage = None
-    for line in lines:
+    out: list[str] = []
+    stage: str | None = None
+    replacing = False
+    for line in text.splitlines():
+        if replacing and line.startswith("      "):
+            continue  # a continuation line of the deps entry being replaced
+        replacing = False
         if match := _STAGE.match(line):
             stage = match.group(1)
-        elif stage and line.startswith("    deps:"):
-            found.add(stage)
-    return found
+        key = _KEY.match(line)
+        if stage in deps and key and key.group(1) == "deps":
+            data = [d for d in parsed[stage].get("deps") or [] if not is_code_dep(d)]
+            out.extend(format_deps(data, deps[stage]))
+            replacing = True
+            continue
+        out.append(line)
+        if stage in deps and key and key.group(1) == "cmd" and "deps" not in parsed[stage]:
+            out.extend(format_deps([], deps[stage]))
+    return "\n".join(out) + "\n"
 
 
 def derived_deps(root: Path = ROOT) -> dict[str, list[str]]:
@@ -180,7 +196,7 @@ def main(check: bool = typer.Option(False, "--check", help="Only compare; exit 1
     if check:
         typer.echo("dvc.yaml: code deps are out of date; run `wsss code-deps` and commit dvc.yaml", err=True)
         raise typer.Exit(code=1)
-    from stages.common import write_text
+    from stages.runner.outputs import write_text
 
     write_text(path, wanted)
     typer.echo("dvc.yaml: code deps rewritten", err=True)

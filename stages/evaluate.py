@@ -1,28 +1,27 @@
 """evaluate stage: mIoU of the seeds, the CRF confident labels and the random-walk masks."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from pipeline.artifacts import Artifact, require_same_ids
-from pipeline.dataset_index import DatasetIndex
-from pipeline.errors import InputError
-from pipeline.evaluation import EvaluateConfig, PseudoLabelEvaluation
-from pipeline.ground_truth import GroundTruth, no_ground_truth
-from pipeline.progress import progress
-from pipeline.seeds import cam_positions, present_class_maps, upsample_seeds
-from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import CAMS, CONFUSION, CRF_LABELS, DATASET, MASKS, PER_CLASS_IOU, REFINED, SEGMENTATION_METRICS
+from pipeline.core.artifacts import Artifact, require_same_ids
+from pipeline.core.errors import InputError
+from pipeline.core.progress import progress
+from pipeline.data.ground_truth import GroundTruth, no_ground_truth
+from pipeline.data.index import DatasetIndex
+from pipeline.evaluation.pseudo_labels import EvaluateConfig, PseudoLabelEvaluation
+from pipeline.seeds.stored import cam_positions, present_class_maps, upsample_seeds
+from stages.runner.outputs import write_csv, write_json
+from stages.runner.paths import CAMS, CONFUSION, CRF_LABELS, DATASET, MASKS, PER_CLASS_IOU, REFINED, SEGMENTATION_METRICS
+from stages.runner.spec import StageResult
+from stages.runner.stage import Stage
 
 METRICS = SEGMENTATION_METRICS
 PER_CLASS = PER_CLASS_IOU
 
 
-def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
+def run(stage: Stage) -> StageResult:
     """Confusion matrices over evaluate.split (255 ignored) -> metrics/segmentation.json, per-class IoU table."""
-    params = StageParams(params_file)
-    cfg = params.section("evaluate", EvaluateConfig)
+    cfg = stage.section("evaluate", EvaluateConfig)
     index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     cams, crf, refined = Artifact(CAMS, "cams"), Artifact(CRF_LABELS, "crf_labels"), Artifact(REFINED, "refined")
     positions = cam_positions(index, cams)
@@ -40,8 +39,8 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
         write_json(METRICS, {"split": cfg.split, "images": 0, "note": note})
         write_csv(PER_CLASS, [{"class": n, "seed": None, "crf_confident": None, "random_walk": None} for n in names])
         write_json(CONFUSION, {"note": note})
-        echo(f"evaluate: {note}; {len(in_cams)} pseudo-masks made, nothing scored")
-        return len(in_cams), "image"
+        stage.say(f"{note}; {len(in_cams)} pseudo-masks made, nothing scored")
+        return StageResult(len(in_cams), "image")
     evaluation = PseudoLabelEvaluation(index.num_classes + 1, cfg)
     stores = zip(truth.masks([cams.ids[r] for r in rows]), cams.iter_rows("cams", rows), cams.iter_rows("labels", rows),
                  crf.iter_rows("labels", rows), refined.iter_rows("labels", rows))
@@ -53,6 +52,6 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     write_json(METRICS, metrics)
     write_csv(PER_CLASS, evaluation.per_class(names))
     write_json(CONFUSION, evaluation.confusion(names))
-    echo(f"evaluate: seed mIoU {metrics['seed_miou']:.2f}, CRF confident mIoU {metrics['crf_confident_miou']:.2f} "
+    stage.say(f"seed mIoU {metrics['seed_miou']:.2f}, CRF confident mIoU {metrics['crf_confident_miou']:.2f} "
          f"(coverage {metrics['crf_coverage']:.1f}%), random walk mIoU {metrics['random_walk_miou']:.2f} on {len(rows)} {cfg.split} images")
-    return len(rows), "image"
+    return StageResult(len(rows), "image")

@@ -2,27 +2,23 @@
 dense-CRF post-processing, and score both against the ground truth."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.dataset_index import DatasetIndex
-from pipeline.errors import InputError
-from pipeline.evaluation import SegmentationScore
-from pipeline.files import id_filename
-from pipeline.ground_truth import GroundTruth, no_ground_truth
-from pipeline.progress import progress
-from pipeline.memory import MemoryConfig
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import InputError
+from pipeline.core.files import id_filename
+from pipeline.core.memory import MemoryConfig
+from pipeline.data.ground_truth import GroundTruth, no_ground_truth
+from pipeline.data.index import DatasetIndex
+from pipeline.data.label_maps import save_label_png
+from pipeline.evaluation.pseudo_labels import SegmentationScore
 from pipeline.segmentation.infer import EvaluateSegConfig, check_inference_fits, crf_labels, predict_probs
 from pipeline.segmentation.net import load_segmenter
-from pipeline.voc import save_label_png
-from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.staging import finish, resuming_note, staging_folder
-from stages.paths import DATASET, MASKS, SEG_PREDICTIONS, SEG_PREDICTION_PNGS, SEGMENTER, SEGMENTER_METRICS, SEGMENTER_PER_CLASS_IOU
+from stages.runner.outputs import echo, write_csv, write_json
+from stages.runner.paths import DATASET, MASKS, SEG_PREDICTION_PNGS, SEG_PREDICTIONS, SEGMENTER, SEGMENTER_METRICS, SEGMENTER_PER_CLASS_IOU
+from stages.runner.spec import StageResult
+from stages.runner.stage import Stage
 
-OUTPUT = SEG_PREDICTIONS
-PNG_DIR = SEG_PREDICTION_PNGS
 KIND = "seg_predictions"
 VARIANTS = ("network", "network_crf")  # without and with CRF post-processing
 
@@ -48,15 +44,14 @@ def check_held_out(index: DatasetIndex, split: str, trained_on: dict) -> None:
                          f"splits {trained_on['splits']}; score a split it did not train on, or train on splits without these images")
 
 
-def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
+def run(stage: Stage) -> StageResult:
     """Predictions -> data/seg_predictions.zarr and PNGs, metrics/segmenter.json, per-class IoU plot."""
-    params = StageParams(params_file)
-    cfg = params.section("evaluate_seg", EvaluateSegConfig)
-    group, device = params.join()
+    cfg = stage.section("evaluate_seg", EvaluateSegConfig)
+    device = stage.device
     index, truth = DatasetIndex(DATASET), GroundTruth(MASKS)
     positions = index.indices([cfg.split])
     if len(positions) == 0:
-        raise InputError(f"{params.source}: evaluate_seg.split='{cfg.split}' has no image")
+        raise InputError(f"{stage.source}: evaluate_seg.split='{cfg.split}' has no image")
     net, meta = load_segmenter(SEGMENTER, device)
     names = ["background", *index.class_names]
     if meta["class_names"] != names:
@@ -65,30 +60,28 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
     ids = [index.ids[p] for p in positions]
     max_size = tuple(int(v) for v in index.sizes[positions].max(axis=0))
     # the largest height and width of the split together bound every image's peak
-    check_inference_fits(net, max_size, cfg.scales, cfg.flip, params.section("memory", MemoryConfig).budget_bytes, device,
+    check_inference_fits(net, max_size, cfg.scales, cfg.flip, stage.section("memory", MemoryConfig).budget_bytes, device,
                          f"evaluate_seg on {cfg.split}")
     attrs = {"class_names": index.class_names, "split": cfg.split, "scales": cfg.scales, "flip": cfg.flip,
              "values": "0 background, k class k; labels: the network, labels_crf: after the dense CRF"}
-    staging = staging_folder("evaluate_seg", params, group)
-    with ArtifactWriter(OUTPUT, KIND, ids, attrs, params.shard_size(), work=staging and staging / OUTPUT.name, group=group) as out:
-        out.create("labels", max_size, "uint8", max_shape=True)
-        out.create("labels_crf", max_size, "uint8", max_shape=True)
-        png_folder = out.attach_folder(PNG_DIR)
+    with stage.sharded(SEG_PREDICTIONS, KIND, ids, attrs) as job:
+        job.out.create("labels", max_size, "uint8", max_shape=True)
+        job.out.create("labels_crf", max_size, "uint8", max_shape=True)
+        png_folder = job.out.attach_folder(SEG_PREDICTION_PNGS)
         (png_folder / "crf").mkdir(exist_ok=True)
-        resuming_note("evaluate_seg", len(out.done_before), out.shard_count, "shards", group)
-        rows = [row for shard in out.my_shards() for row in out.rows(shard)]
-        for row in progress(rows, total=len(rows), desc="evaluate_seg"):
+        for rows in job.batches(1):
+            row = rows.start
             image = index.image(int(positions[row]))
             probs = predict_probs(net, image, cfg.scales, cfg.flip, device)
             network, with_crf = probs.argmax(axis=0).astype(np.uint8), crf_labels(image, probs, cfg.crf)
             save_label_png(png_folder / f"{id_filename(ids[row])}.png", network)
             save_label_png(png_folder / "crf" / f"{id_filename(ids[row])}.png", with_crf)
-            out.write("labels", row, network)
-            out.write("labels_crf", row, with_crf)
-    finish(staging, group, f"evaluate_seg: {len(ids)} {cfg.split} images predicted -> {OUTPUT}, {PNG_DIR}/")
-    if group.is_main:
-        write_scores(Artifact(OUTPUT, KIND), truth, cfg.split, names)
-    return len(ids), "image"
+            job.out.write("labels", row, network)
+            job.out.write("labels_crf", row, with_crf)
+    stage.say(f"{len(ids)} {cfg.split} images predicted -> {SEG_PREDICTIONS}, {SEG_PREDICTION_PNGS}/")
+    if stage.group.is_main:
+        write_scores(Artifact(SEG_PREDICTIONS, KIND), truth, cfg.split, names)
+    return StageResult(len(ids), "image")
 
 
 def write_scores(predictions: Artifact, truth: GroundTruth, split: str, names: list[str]) -> None:

@@ -2,28 +2,28 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from pipeline import imagenet
-from pipeline.preprocess import normalise, resize_square, to_tensor
-from pipeline.dataset_index import DatasetIndex
-from pipeline.distributed import Group, batch_rows, leave
-from pipeline.errors import InputError
+from pipeline.classifier.model import build_classifier, load_classifier
+from pipeline.core.distributed import Group, batch_rows
+from pipeline.core.errors import InputError
+from pipeline.core.memory import MemoryConfig
+from pipeline.core.progress import progress_bar
+from pipeline.data.ground_truth import GroundTruth, no_ground_truth
+from pipeline.data.index import DatasetIndex
+from pipeline.data.label_maps import resize_labels
+from pipeline.data.preprocess import normalise, resize_square, to_tensor
+from pipeline.evaluation import imagenet
+from pipeline.evaluation.explanations import ExplainEvalConfig, evaluate_method
 from pipeline.explain.planning import planned_explainers
-from pipeline.explain_eval import ExplainEvalConfig, evaluate_method
-from pipeline.ground_truth import GroundTruth, no_ground_truth
-from pipeline.labels import resize_labels
-from pipeline.memory import MemoryConfig
-from pipeline.models import build_classifier, load_classifier
-from pipeline.progress import progress_bar
-from pipeline.cams import require_method
-from stages.common import PARAMS_OPTION, StageParams, echo, write_csv, write_json
-from stages.paths import CLASSIFIER, DATASET, EXPLAINABILITY_METRICS, MASKS, PERTURBATION_CURVES
+from pipeline.seeds.relevance import require_method
+from stages.runner.outputs import write_csv, write_json
+from stages.runner.paths import CLASSIFIER, DATASET, EXPLAINABILITY_METRICS, MASKS, PERTURBATION_CURVES
+from stages.runner.spec import StageResult
+from stages.runner.stage import Stage
 
 METRICS = EXPLAINABILITY_METRICS
 CURVES = PERTURBATION_CURVES
@@ -134,19 +134,18 @@ def run_on_imagenet(cfg: ExplainEvalConfig, device: torch.device, group: Group, 
     return results, {}, evaluations
 
 
-def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
+def run(stage: Stage) -> StageResult:
     """Positive/negative perturbation AUCs (predicted and target class) and the segmentation test, per method."""
-    params = StageParams(params_file)
-    cfg = params.section("explain_eval", ExplainEvalConfig)
-    group, device = params.join()
-    budget = params.section("memory", MemoryConfig).budget_bytes
+    cfg = stage.section("explain_eval", ExplainEvalConfig)
+    group, device = stage.join()
+    budget = stage.section("memory", MemoryConfig).budget_bytes
     results, notes, evaluations = (run_on_dataset if cfg.source == "dataset" else run_on_imagenet)(cfg, device, group, budget)
-    leave(group)
+    stage.done()
     if not group.is_main:
-        return evaluations, "evaluation"
+        return StageResult(evaluations, "evaluation")
     metrics: dict[str, Any] = {"source": cfg.source, **notes}
     for note in notes.values():
-        echo(f"explain_eval: {note}")
+        stage.say(note)
     CURVES.mkdir(parents=True, exist_ok=True)
     for stale in CURVES.glob("*.csv"):
         stale.unlink()
@@ -155,6 +154,6 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
         metrics[method] = headline
         if rows:
             write_csv(CURVES / f"{method}.csv", rows)
-        echo(f"explain_eval {method}: " + ", ".join(f"{k} {v:.2f}" for k, v in headline.items() if v is not None))
+        stage.say(f"{method}: " + ", ".join(f"{k} {v:.2f}" for k, v in headline.items() if v is not None))
     write_json(METRICS, metrics)
-    return evaluations, "evaluation"
+    return StageResult(evaluations, "evaluation")

@@ -5,8 +5,9 @@ from pathlib import Path
 
 import typer
 
-from stages.common import PARAMS_OPTION, StageParams, echo
-from stages.paths import SEGMENTER
+from stages.runner.outputs import echo
+from stages.runner.params import PARAMS_OPTION, StageParams
+from stages.runner.paths import SEGMENTER
 
 # The `wsss` dispatcher imports this module to read its options: torch and timm load in main().
 
@@ -34,14 +35,14 @@ def main(
     """Write a palette PNG of labels and a colour overlay per image; unreadable files are named and skipped."""
     from PIL import Image, UnidentifiedImageError
 
-    from pipeline.device import resolve_device
-    from pipeline.figures import colour_labels, overlay
-    from pipeline.imagenet import IMAGE_SUFFIXES, load_rgb
-    from pipeline.progress import progress
-    from pipeline.memory import MemoryConfig
+    from pipeline.core.device import resolve_device
+    from pipeline.core.memory import MemoryConfig
+    from pipeline.core.progress import progress
+    from pipeline.data.images import IMAGE_SUFFIXES, read_image
+    from pipeline.data.label_maps import save_label_png
+    from pipeline.report.figures import colour_labels, overlay
     from pipeline.segmentation.infer import check_inference_fits, predict_probs
     from pipeline.segmentation.net import load_segmenter
-    from pipeline.voc import save_label_png
 
     try:
         scale_values = [float(s) for s in scales.split(",")]
@@ -64,7 +65,7 @@ def main(
     failed: list[str] = []
     for path in progress(files, total=len(files), desc="predict"):
         try:
-            image = load_rgb(path)
+            image = read_image(path)
         except (OSError, UnidentifiedImageError) as error:
             failed.append(f"{path}: {error}")
             continue

@@ -12,10 +12,11 @@ from typing import Any
 import typer
 import yaml
 
-from pipeline.errors import InputError
-from pipeline.files import write_text
-from stages import params as P
-from stages.common import PARAMS_OPTION, echo
+from pipeline.core.errors import InputError
+from pipeline.core.files import write_text
+from stages.runner import params as P
+from stages.runner.outputs import echo
+from stages.runner.params import PARAMS_OPTION
 
 
 def merged(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +45,10 @@ def with_settings(params: dict[str, Any], settings: list[str]) -> dict[str, Any]
 
 def validate(params: dict[str, Any], source: str) -> None:
     """Every section against its stage's config class (as `wsss check` does), all problems at once."""
-    from stages.check import SECTIONS, TOP_LEVEL_VALUES  # the config classes import torch: only here
+    from stages.check import (  # the config classes import torch: only here
+        SECTIONS,
+        TOP_LEVEL_VALUES,
+    )
 
     problems = [f"unknown section '{name}'" for name in sorted(set(params) - set(SECTIONS) - set(TOP_LEVEL_VALUES))]
     for name, cls in SECTIONS.items():

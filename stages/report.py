@@ -9,15 +9,34 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.artifacts import Artifact
-from pipeline.dataset_index import DatasetIndex
-from pipeline.ground_truth import GroundTruth
-from pipeline.figures import ReportConfig, colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
-from pipeline.seeds import cam_positions, full_resolution_seeds
-from stages.common import PARAMS_OPTION, StageParams, echo, write_text
-from stages.paths import (AFFINITY_CURVE, CAMS, CLASSIFIER_CURVE, CLASSIFIER_METRICS, CRF_LABELS, DATASET, EXPLAINABILITY_METRICS,
-                          MASKS, PER_CLASS_IOU, PERTURBATION_CURVES, REFINED, REPORT, SEG_PREDICTIONS, SEGMENTATION_METRICS, SEGMENTER_CURVE,
-                          SEGMENTER_METRICS, TIMINGS_PAGE)
+from pipeline.core.artifacts import Artifact
+from pipeline.data.ground_truth import GroundTruth
+from pipeline.data.index import DatasetIndex
+from pipeline.report.config import ReportConfig
+from pipeline.report.figures import colour_labels, heatmap, line_chart_svg, png_data_uri, resize_smooth, seed_overlay
+from pipeline.seeds.stored import cam_positions, full_resolution_seeds
+from stages.runner.outputs import write_text
+from stages.runner.paths import (
+    AFFINITY_CURVE,
+    CAMS,
+    CLASSIFIER_CURVE,
+    CLASSIFIER_METRICS,
+    CRF_LABELS,
+    DATASET,
+    EXPLAINABILITY_METRICS,
+    MASKS,
+    PER_CLASS_IOU,
+    PERTURBATION_CURVES,
+    REFINED,
+    REPORT,
+    SEG_PREDICTIONS,
+    SEGMENTATION_METRICS,
+    SEGMENTER_CURVE,
+    SEGMENTER_METRICS,
+    TIMINGS_PAGE,
+)
+from stages.runner.spec import StageResult
+from stages.runner.stage import Stage
 
 OUTPUT = REPORT
 
@@ -158,10 +177,9 @@ def gallery_section(count: int, split: str) -> str:
     return f"<table class='gallery'><tr><th>id</th>{header}</tr>{''.join(lines)}</table>"
 
 
-def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
+def run(stage: Stage) -> StageResult:
     """Write report/index.html: segmentation and explanation tables, training curves, example gallery."""
-    params = StageParams(params_file)
-    cfg = params.section("report", ReportConfig)
+    cfg = stage.section("report", ReportConfig)
     classifier = _read_json(CLASSIFIER_METRICS)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>vit-wsss report</title>", f"<style>{STYLE}</style></head><body>",
@@ -180,5 +198,5 @@ def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
         "</body></html>",
     ]
     write_text(OUTPUT, "\n".join(parts))
-    echo(f"report: {OUTPUT} ({OUTPUT.stat().st_size // 1024} KiB)")
-    return cfg.gallery_images, "gallery image"
+    stage.say(f"{OUTPUT} ({OUTPUT.stat().st_size // 1024} KiB)")
+    return StageResult(cfg.gallery_images, "gallery image")

@@ -7,14 +7,14 @@ import numpy as np
 import typer
 from PIL import Image
 
-from pipeline.artifacts import Artifact
-from pipeline.dataset_index import DatasetIndex
-from pipeline.errors import InputError
-from pipeline.figures import seed_overlay
-from pipeline.files import id_filename
-from pipeline.seeds import full_resolution_seeds
-from stages.common import echo
-from stages.paths import CAMS, DATASET
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import InputError
+from pipeline.core.files import id_filename
+from pipeline.data.index import DatasetIndex
+from pipeline.report.figures import seed_overlay
+from pipeline.seeds.stored import full_resolution_seeds
+from stages.runner.outputs import echo
+from stages.runner.paths import CAMS, DATASET
 
 
 def main(

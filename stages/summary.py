@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from stages import params as P
-from stages.paths import CLASSIFIER_METRICS, EXPLAINABILITY_METRICS, SEGMENTATION_METRICS, SEGMENTER_METRICS, TIMINGS
+from stages.runner import params as P
+from stages.runner.paths import CLASSIFIER_METRICS, EXPLAINABILITY_METRICS, SEGMENTATION_METRICS, SEGMENTER_METRICS, TIMINGS
 from stages.timings import stage_timings
 
 

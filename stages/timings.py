@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.files import write_text
-from stages.paths import TIMINGS_PAGE
+from pipeline.core.files import write_text
+from stages.runner.paths import TIMINGS_PAGE
 from stages.stage_list import STAGES
 
 COLUMNS = ("stage", "wall s", "CPU s", "peak MiB", "processes", "items", "items/s", "finished")
@@ -22,7 +22,7 @@ COLUMNS = ("stage", "wall s", "CPU s", "peak MiB", "processes", "items", "items/
 def stage_timings(folder: Path) -> list[dict[str, Any]]:
     """The records in ``folder``, in pipeline order; stages without one are left out."""
     records = []
-    for name, _, _ in STAGES:
+    for name in (spec.name for spec in STAGES):
         try:
             records.append(json.loads((folder / f"{name}.json").read_text()))
         except (OSError, ValueError):

@@ -2,27 +2,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline.artifacts import Artifact
-from pipeline.dataset_index import DatasetIndex
-from pipeline.distributed import leave
-from pipeline.trainer import last_checkpoint
-from pipeline.errors import InputError
-from pipeline.ground_truth import GroundTruth
-from pipeline.models import save_checkpoint
-from pipeline.progress import progress_bar
+from pipeline.classifier.model import save_checkpoint
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import InputError
+from pipeline.core.progress import progress_bar
+from pipeline.data.augment import steps_per_epoch
+from pipeline.data.ground_truth import GroundTruth
+from pipeline.data.index import DatasetIndex
 from pipeline.segmentation.net import build_segmenter, segmenter_meta
 from pipeline.segmentation.train import SegTrainConfig, train_segmenter
-from stages.common import PARAMS_OPTION, StageParams, echo, write_csv
-from stages.paths import CLASSIFIER, DATASET, MASKS, REFINED, SEGMENTER, SEGMENTER_CURVE
-from stages.staging import remove_staging, resuming_note, staging_folder
-
-OUTPUT = SEGMENTER
-CURVE = SEGMENTER_CURVE
+from stages.runner.outputs import write_csv
+from stages.runner.paths import CLASSIFIER, DATASET, MASKS, REFINED, SEGMENTER, SEGMENTER_CURVE
+from stages.runner.spec import StageResult
+from stages.runner.stage import Stage
 
 
 class LazyItems:
@@ -59,27 +55,22 @@ def training_set(index: DatasetIndex, cfg: SegTrainConfig, source: str) -> tuple
             list(refined.iter_rows("labels", rows)))
 
 
-def main(params_file: Path = PARAMS_OPTION) -> tuple[int, str]:
+def run(stage: Stage) -> StageResult:
     """Train with cross-entropy (255 ignored) -> data/models/segmenter.pt and its loss curve."""
-    params = StageParams(params_file)
-    cfg = params.section("train_seg", SegTrainConfig)
-    group, device = params.join()
+    cfg = stage.section("train_seg", SegTrainConfig)
     index = DatasetIndex(DATASET)
-    images, labels = training_set(index, cfg, params.source)
+    images, labels = training_set(index, cfg, stage.source)
     torch.manual_seed(cfg.seed)  # the head's initialisation
     net = build_segmenter(cfg.network, index.num_classes + 1, CLASSIFIER)
-    steps = cfg.epochs * (len(images) // cfg.batch_size) * cfg.batch_size
-    bar = progress_bar(steps, desc="train_seg", unit="crop")
-    staging = staging_folder("train_seg", params, group)
-    resuming_note("train_seg", last_checkpoint(staging)[0], cfg.epochs, "epochs", group)
-    history = train_segmenter(net, images, labels, cfg, device, group, staging, progress=bar.update)
-    bar.close()
-    if group.is_main:
-        # What it learnt from, so that evaluate_seg can refuse to score images seen with pixel labels.
-        trained_on = {"supervision": cfg.supervision, "splits": list(cfg.splits)}
-        save_checkpoint(OUTPUT, net, {**segmenter_meta(cfg.network, index.class_names, CLASSIFIER), "trained_on": trained_on})
-        write_csv(CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "lr": round(r["lr"], 8)} for r in history])
-        echo(f"train_seg: {len(images)} images ({cfg.supervision}), final loss {history[-1]['loss']:.4f} -> {OUTPUT}")
-    remove_staging(staging, group)
-    leave(group)
-    return steps, "crop"
+    crops = cfg.epochs * steps_per_epoch(len(images), cfg.batch_size) * cfg.batch_size
+    with stage.training(cfg.epochs) as checkpoints:
+        bar = progress_bar(crops, desc=stage.name, unit="crop")
+        history = train_segmenter(net, images, labels, cfg, stage.device, stage.group, checkpoints, progress=bar.update)
+        bar.close()
+        if stage.group.is_main:
+            # What it learnt from, so that evaluate_seg can refuse to score images seen with pixel labels.
+            trained_on = {"supervision": cfg.supervision, "splits": list(cfg.splits)}
+            save_checkpoint(SEGMENTER, net, {**segmenter_meta(cfg.network, index.class_names, CLASSIFIER), "trained_on": trained_on})
+            write_csv(SEGMENTER_CURVE, [{"epoch": r["epoch"], "loss": round(r["loss"], 6), "lr": round(r["lr"], 8)} for r in history])
+    stage.say(f"{len(images)} images ({cfg.supervision}), final loss {history[-1]['loss']:.4f} -> {SEGMENTER}")
+    return StageResult(crops, "crop")

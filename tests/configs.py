@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pipeline.config import from_mapping
+from pipeline.core.config import from_mapping
 
 T = TypeVar("T")
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

@@ -33,6 +33,13 @@ TINY_PARAMS = {
 }
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test built on the reproduced project runs `dvc repro` end to end: slow."""
+    for item in items:
+        if "reproduced_project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", "PYTHONHASHSEED": "0"}
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)

@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.affinity.net import AffinityNet, pairwise_affinity, predict_affinity
-from pipeline.affinity.pairs import BG_POSITIVE, FG_POSITIVE, IGNORE, NEGATIVE, half_disc_offsets, pair_codes, pair_counts
-from pipeline.affinity.train import AffinityTrainConfig, affinity_loss, train_affinitynet
-from pipeline.augment import augment, sample_rng
+from pipeline.data.augment import augment, sample_rng
+from pipeline.refine.affinity.net import AffinityNet, pairwise_affinity, predict_affinity
+from pipeline.refine.affinity.pairs import BG_POSITIVE, FG_POSITIVE, IGNORE, NEGATIVE, half_disc_offsets, pair_codes, pair_counts
+from pipeline.refine.affinity.train import AffinityTrainConfig, affinity_loss, train_affinitynet
 from tests.configs import project_config
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.artifacts import Artifact, ArtifactError, ArtifactWriter, require_same_ids
+from pipeline.core.artifacts import Artifact, ArtifactError, ArtifactWriter, require_same_ids
 
 
 def _write(path: Path, n: int = 10, shard_size: int = 4) -> None:

@@ -8,9 +8,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from pipeline.indexing import DatasetConfig, ImageRecord, check_files, open_source, split_membership, write_index
-from pipeline.synthetic import SyntheticConfig, generate
-from pipeline.voc import DatasetError, save_label_png
+from pipeline.data.label_maps import save_label_png
+from pipeline.sources.build_index import DatasetConfig, ImageRecord, check_files, open_source, split_membership, write_index
+from pipeline.sources.synthetic import SyntheticConfig, generate
+from pipeline.sources.voc import DatasetError
 from tests.configs import project_config
 from tests.conftest import ROOT, run
 
@@ -139,3 +140,23 @@ def test_greyscale_and_png_images_decode(generated, tmp_path):
     image = root / "JPEGImages/syn_000000.jpg"
     Image.open(image).convert("L").save(image, format="JPEG")
     assert len(_check(root, ("train",))) == 6
+
+
+def test_wsss_check_names_both_keys_of_sizes_that_must_agree(generated, tmp_path):
+    path = _params(tmp_path, generated, cams__image_size=96, aff_pairs__image_size=120)
+    result = run(["wsss", "check", "--params", str(path)], tmp_path, check=False)
+    assert result.returncode == 2 and "2 problem(s)" in result.stderr
+    assert "cams.image_size=96 differs from train_cls.image_size=128" in result.stderr
+    assert "aff_pairs.image_size=120 must be a multiple of the classifier's token stride 16" in result.stderr
+
+
+def test_random_walk_refuses_an_affinitynet_without_its_radius(tmp_path):
+    """The walk reuses the radius AffinityNet trained on; a checkpoint that does not record it is retrained, not guessed."""
+    import torch
+
+    from pipeline.core.errors import InputError
+    from pipeline.refine.affinity.net import load_affinitynet
+
+    torch.save({"meta": {"image_size": 128, "hidden_channels": 8, "out_channels": 8}, "state_dict": {}}, tmp_path / "old.pt")
+    with pytest.raises(InputError, match="rerun `dvc repro train_aff`"):
+        load_affinitynet(tmp_path / "old.pt", tmp_path / "classifier.pt", torch.device("cpu"))

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.classifier import ClassifierConfig, train_classifier
-from pipeline.models import (
+from pipeline.classifier.model import (
     DemoHybridConfig,
     ModelError,
     build_classifier,
@@ -14,6 +13,7 @@ from pipeline.models import (
     save_checkpoint,
     token_grid,
 )
+from pipeline.classifier.train import ClassifierConfig, train_classifier
 from tests.configs import project_config
 
 TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, patch_size=2)

@@ -1,37 +1,59 @@
 """Code deps: dvc.yaml lists exactly each stage's import closure, and the derivation is right."""
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
 
-from stages.code_deps import ROOT, closure, derived_deps, rewrite_dvc_yaml, stage_code_deps
+from stages.code_deps import ROOT, closure, dep_entry, derived_deps, is_code_dep, rewrite_dvc_yaml, stage_code_files
 from stages.stage_list import STAGE_MODULES
 
 
 def _declared_code_deps() -> dict[str, list[str]]:
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return {name: sorted(d for d in stage.get("deps", []) if d.endswith(".py")) for name, stage in stages.items()}
+    return {name: sorted(d for d in stage.get("deps", []) if is_code_dep(d)) for name, stage in stages.items()}
 
 
-def test_dvc_yaml_declares_each_stages_import_closure():
+def test_dvc_yaml_declares_the_folders_and_files_covering_each_stages_closure():
     declared = _declared_code_deps()
     assert set(declared) == set(STAGE_MODULES)
     for stage, wanted in derived_deps().items():
         assert declared[stage] == wanted, f"{stage}: dvc.yaml code deps differ from the import closure; run `wsss code-deps`"
 
 
+def test_every_file_a_stage_runs_is_under_one_of_its_declared_deps():
+    for stage, entries in _declared_code_deps().items():
+        for path in stage_code_files(stage):
+            assert any(path == e or path.startswith(e + "/") for e in entries), f"{stage} runs {path} but dvc.yaml does not cover it"
+
+
 def test_closures_are_scoped_to_each_stages_job():
-    deps = derived_deps()
-    users = {stage for stage, files in deps.items() if "pipeline/evaluation.py" in files}
+    files = {stage: stage_code_files(stage) for stage in STAGE_MODULES}
+    users = {stage for stage, paths in files.items() if "pipeline/evaluation/pseudo_labels.py" in paths}
     assert users == {"evaluate", "evaluate_seg"}  # the pseudo-masks' scores and the segmenter's
-    assert "pipeline/explain/methods.py" not in deps["train_seg"] and "pipeline/explain/methods.py" not in deps["evaluate_seg"]
-    assert "pipeline/seeds.py" not in deps["evaluate_seg"]  # post-processing needs the dense CRF, not the seeds
-    assert "pipeline/segmentation/infer.py" not in deps["train_seg"]  # training does not run test-time inference
-    assert "pipeline/random_walk.py" not in deps["crf_labels"]
-    assert "pipeline/explain/methods.py" not in deps["crf_labels"]  # reading seeds does not need the explainer
-    assert "pipeline/classifier.py" not in deps["random_walk"]  # preprocessing is not classifier training
-    for files in deps.values():
-        assert "stages/cli.py" not in files and "stages/stage_list.py" not in files
-        assert "stages/params.py" in files and "stages/common.py" in files
+    assert "pipeline/explain/methods.py" not in files["train_seg"] and "pipeline/explain/methods.py" not in files["evaluate_seg"]
+    assert "pipeline/seeds/stored.py" not in files["evaluate_seg"]  # post-processing needs the dense CRF, not the seeds
+    assert "pipeline/segmentation/infer.py" not in files["train_seg"]  # training does not run test-time inference
+    assert "pipeline/refine/random_walk.py" not in files["crf_labels"]
+    assert "pipeline/explain/methods.py" not in files["crf_labels"]  # reading seeds does not need the explainer
+    assert "pipeline/classifier/train.py" not in files["random_walk"]  # preprocessing is not classifier training
+    # Only the dataset, masks and synthetic stages read a source; every other stage reads the stores.
+    assert {stage for stage, paths in files.items() if any(p.startswith("pipeline/sources/") for p in paths)} == {"synthetic", "dataset", "masks"}
+    for paths in files.values():
+        assert "stages/cli.py" not in paths and "stages/stage_list.py" not in paths
+        assert "stages/runner/params.py" in paths and "stages/runner/stage.py" in paths
+
+
+def test_every_module_a_stage_loads_is_in_its_closure():
+    """The static closure against what Python really imports: a missed import form (relative,
+    `from package import module`, a package __init__) would leave a loaded module out."""
+    probe = ("import json, sys, importlib; importlib.import_module(sys.argv[1]); "
+             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('pipeline', 'stages'))))")
+    for stage, module in STAGE_MODULES.items():
+        loaded = json.loads(subprocess.run([sys.executable, "-c", probe, module], cwd=ROOT, capture_output=True, text=True, check=True).stdout)
+        missing = set(loaded) - closure(module)
+        assert not missing, f"{stage}: importing {module} loads {sorted(missing)}, which its closure lacks"
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -77,6 +99,24 @@ def test_rewrite_replaces_only_code_entries_and_adds_missing_deps_keys():
     assert rewrite_dvc_yaml(out, {"one": ["pipeline/a.py"], "two": ["pipeline/b.py", "stages/two.py"]}) == out
 
 
-def test_each_stage_runs_its_own_module():
-    for stage, module in STAGE_MODULES.items():
-        assert module.replace(".", "/") + ".py" in stage_code_deps(stage)
+def test_rewrite_keeps_flow_lists_quoted_data_deps_and_other_keys():
+    text = (
+        "stages:\n"
+        "  two:\n"
+        "    cmd: wsss two\n"
+        '    deps: [data/x.zarr, "${dataset.root}",\n'
+        "           pipeline/old, stages/two.py]\n"
+        "    outs: [data/y.zarr]\n"
+    )
+    wide = [f"pipeline/group{i}" for i in range(20)]
+    out = rewrite_dvc_yaml(text, {"two": wide})
+    parsed = yaml.safe_load(out)["stages"]["two"]
+    assert parsed["deps"] == ["data/x.zarr", "${dataset.root}", *wide] and parsed["outs"] == ["data/y.zarr"]
+    assert max(len(line) for line in out.splitlines()) <= 120  # long lists wrap
+    assert rewrite_dvc_yaml(out, {"two": wide}) == out
+
+
+def test_a_file_is_covered_by_its_group_folder_and_a_top_level_module_by_itself():
+    assert dep_entry("pipeline/refine/affinity/net.py") == "pipeline/refine"
+    assert dep_entry("stages/runner/stage.py") == "stages/runner"
+    assert dep_entry("stages/cams.py") == "stages/cams.py" and dep_entry("pipeline/__init__.py") == "pipeline/__init__.py"

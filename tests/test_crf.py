@@ -3,8 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.crf import CRFConfig, confident_labels, confident_labels_many
-from pipeline.dense_crf import dense_crf, scaled_to
+from pipeline.refine.confident import CRFConfig, confident_labels, confident_labels_many
+from pipeline.refine.dense_crf import dense_crf, scaled_to
 from tests.configs import project_config
 
 SIZE = 48

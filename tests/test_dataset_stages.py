@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.voc import VOCDataset
+from pipeline.sources.voc import VOCDataset
 from stages.check import SECTIONS
-from stages.params import section
 from stages.preset import merged
+from stages.runner.params import section
 from tests.conftest import ROOT, make_project_copy, run
 
 

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import BIN
-from pipeline.artifacts import Artifact
-from pipeline.dataset_index import DatasetIndex
+
+from pipeline.core.artifacts import Artifact
+from pipeline.data.index import DatasetIndex
 from stages.preset import merged
 
 SHARD = 8  # a multiple of cams.batch_size (8 in the tiny params) and of random_walk's batch: 3 shards of 24 images
@@ -126,7 +126,7 @@ def test_ddp_on_train_aff_matches_one_process_with_the_global_batch(reproduced_p
 def _kill_when(command: list[str], project: Path, done, at_least: int, timeout: float = 300) -> int:
     """Start `command` in its own process group and SIGKILL the group once ``done()`` (a count
     of finished units) reaches ``at_least``; returns ``done()`` after the kill. torchrun's ranks
-    live in sessions of their own: they die with it (pipeline.distributed asks the kernel so)."""
+    live in sessions of their own: they die with it (pipeline.core.distributed asks the kernel so)."""
     process = subprocess.Popen(command, cwd=project, env=_env(), start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + timeout
     while done() < at_least:
@@ -187,9 +187,9 @@ def test_a_failing_rank_stops_the_others_with_its_error(one_process, tmp_path):
 def test_staging_is_keyed_by_params_code_and_inputs(tmp_path, monkeypatch):
     """A changed param, code file or input gives a new staging folder and removes the stale one;
     an unchanged stage finds its folder again (what a resumed run relies on)."""
-    from pipeline.distributed import Group
-    from stages.common import StageParams
-    from stages.staging import staging_folder
+    from pipeline.core.distributed import Group
+    from stages.runner.params import StageParams
+    from stages.runner.staging import staging_folder
 
     monkeypatch.chdir(tmp_path)
     Path("code.py").write_text("x = 1\n")
@@ -215,7 +215,7 @@ def test_staging_is_keyed_by_params_code_and_inputs(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_mixed_precision_runs_the_forward_in_half_and_keeps_float32_weights(amp):
-    from pipeline.trainer import Trainer
+    from pipeline.core.trainer import Trainer
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))

@@ -10,13 +10,11 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from pipeline.explain_eval import (
+from pipeline.evaluation.explanations import evaluate_method
+from pipeline.evaluation.localisation import SegmentationAccumulator, class_masks, image_average_precision
+from pipeline.evaluation.perturbation import (
     PerturbationAccumulator,
-    SegmentationAccumulator,
-    class_masks,
-    evaluate_method,
     explained_rows,
-    image_average_precision,
     is_correct,
     perturb,
     perturbation_test,

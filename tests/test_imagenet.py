@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.imagenet import ImageNetSegmentation, batches, read_imagenet_val, resize_image, resize_mask
+from pipeline.evaluation.imagenet import ImageNetSegmentation, batches, read_imagenet_val, resize_image, resize_mask
 
 
 def rgb(seed: int, height: int = 5, width: int = 7) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Memory of explanations and the batch planner: peaks measured with pipeline.memory.TensorMemory
+"""Memory of explanations and the batch planner: peaks measured with pipeline.core.memory.TensorMemory
 (live bytes of the tensor storages an operation leaves behind), on the CPU and on the meta device."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from pipeline.cams import CamsConfig, multiscale_relevance, plan_scales, scaled_size
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
+from pipeline.core.memory import TensorMemory, largest_batch, on_meta, peak_bytes
 from pipeline.explain import METHODS, explain
 from pipeline.explain.planning import explain_planned, plan_explanations
-from pipeline.memory import TensorMemory, largest_batch, on_meta, peak_bytes
+from pipeline.seeds.relevance import CamsConfig, multiscale_relevance, plan_scales, scaled_size
 
 torch.set_num_threads(1)
 

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluation import SegmentationScore, seed_labels
-from pipeline.seeds import upsample_seeds
-from pipeline.metrics import average_precision, confusion_matrix, iou_per_class, mean_average_precision, mean_iou, trapezoid_auc
+from pipeline.core.metrics import average_precision, confusion_matrix, iou_per_class, mean_average_precision, mean_iou, trapezoid_auc
+from pipeline.evaluation.pseudo_labels import SegmentationScore, seed_labels
+from pipeline.seeds.stored import upsample_seeds
 
 
 def test_average_precision_by_hand():

@@ -3,9 +3,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.classifier import ClassifierConfig
-from stages import params as P
+from pipeline.classifier.train import ClassifierConfig
 from stages.check import SECTIONS
+from stages.runner import params as P
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,8 +3,8 @@ import json
 
 import numpy as np
 
-from pipeline.artifacts import Artifact
-from pipeline.voc import load_label_png
+from pipeline.core.artifacts import Artifact
+from pipeline.data.label_maps import load_label_png
 from tests.conftest import run
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from pipeline.affinity.pairs import half_disc_offsets
-from pipeline.random_walk import RandomWalkConfig, random_walk, refine, transition_matrix
-from pipeline.seeds import seed_scores
+from pipeline.refine.affinity.pairs import half_disc_offsets
+from pipeline.refine.random_walk import RandomWalkConfig, random_walk, refine, transition_matrix
+from pipeline.seeds.stored import seed_scores
 
 
 def _dense_transition(affinity, offsets, beta):
@@ -100,7 +100,7 @@ def test_walk_spreads_seed_over_its_region_only():
         affinity[p] = np.where(partner == region, 1.0, 1e-3)
     cams = np.zeros((1, h, w), np.float32)
     cams[0, :, :4] = 1.0  # the seed covers 2/3 of the left region; the rest starts as background
-    mask = refine(cams, [7], affinity, offsets, RandomWalkConfig(beta=8, steps=64, alpha=4, radius=3), out_size=(h * 2, w * 2))
+    mask = refine(cams, [7], affinity, offsets, RandomWalkConfig(beta=8, steps=64, alpha=4), out_size=(h * 2, w * 2))
     assert mask.dtype == np.uint8 and mask.shape == (16, 24)
     assert set(np.unique(mask)) == {0, 7}
     assert np.all(mask[:, :10] == 7)  # the whole left region (away from the boundary)

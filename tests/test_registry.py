@@ -3,11 +3,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline.cams import CamsConfig, require_method
-from pipeline.config import ConfigError
+from pipeline.classifier.model import build_classifier
+from pipeline.core.config import ConfigError
+from pipeline.evaluation.explanations import ExplainEvalConfig
 from pipeline.explain import METHODS, explain, register_method
-from pipeline.explain_eval import ExplainEvalConfig
-from pipeline.models import build_classifier
+from pipeline.seeds.relevance import CamsConfig, require_method
 from stages.cli import app
 from tests.configs import project_config
 

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.artifacts import Artifact, ArtifactWriter
-from pipeline.dataset_index import DatasetIndex
-from pipeline.indexing import DatasetConfig, write_index
-from pipeline.errors import InputError
-from pipeline.models import DemoHybridConfig, build_classifier
-from pipeline.cams import CamsConfig, multiscale_relevance, normalise_by_max, plan_scales, require_method
-from pipeline.seeds import cam_positions, present_class_maps
-from pipeline.synthetic import SyntheticConfig, generate
+from pipeline.classifier.model import DemoHybridConfig, build_classifier
+from pipeline.core.artifacts import Artifact, ArtifactWriter
+from pipeline.core.errors import InputError
+from pipeline.data.index import DatasetIndex
+from pipeline.seeds.relevance import CamsConfig, multiscale_relevance, normalise_by_max, plan_scales, require_method
+from pipeline.seeds.stored import cam_positions, present_class_maps
+from pipeline.sources.build_index import DatasetConfig, write_index
+from pipeline.sources.synthetic import SyntheticConfig, generate
 from tests.configs import project_config
 
 TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0, patch_size=2)

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.errors import InputError
-from pipeline.evaluation import SegmentationScore
-from pipeline.models import DemoHybridConfig, build_classifier, classifier_meta, save_checkpoint
-from pipeline.preprocess import normalise, to_tensor
+from pipeline.classifier.model import DemoHybridConfig, build_classifier, classifier_meta, save_checkpoint
+from pipeline.core.errors import InputError
+from pipeline.data.augment import sample_rng
+from pipeline.data.preprocess import normalise, to_tensor
+from pipeline.evaluation.pseudo_labels import SegmentationScore
 from pipeline.segmentation.infer import predict_probs
 from pipeline.segmentation.net import SegmenterConfig, build_segmenter, load_segmenter, segmenter_meta
-from pipeline.augment import sample_rng
 from pipeline.segmentation.train import IGNORE, SegTrainConfig, random_scale_crop, train_segmenter
 from tests.conftest import run
 

@@ -9,14 +9,16 @@ import pytest
 import yaml
 from PIL import Image, ImageDraw
 from scipy import ndimage
+from typer.testing import CliRunner
 
-from pipeline.dataset_index import DatasetIndex
-from pipeline.errors import DatasetError, InputError
-from pipeline.files import id_filename
-from pipeline.ground_truth import GroundTruth, write_masks
-from pipeline.indexing import DatasetConfig, open_source, write_index
-from pipeline.synthetic import SyntheticConfig, generate
-from pipeline.voc import save_label_png
+from pipeline.core.errors import DatasetError, InputError
+from pipeline.core.files import id_filename
+from pipeline.data.ground_truth import GroundTruth
+from pipeline.data.index import DatasetIndex
+from pipeline.data.label_maps import save_label_png
+from pipeline.sources.build_index import DatasetConfig, open_source, write_index, write_masks
+from pipeline.sources.synthetic import SyntheticConfig, generate
+from stages.cli import app
 from stages.evaluate_seg import check_held_out
 from tests.configs import project_config
 from tests.conftest import ROOT, run
@@ -349,3 +351,17 @@ def test_bad_masks_are_all_reported_by_the_masks_writer_and_nothing_is_written(t
     with pytest.raises(DatasetError, match=r"(?s)2 of 2 masks are bad:.*cats/001\.png is 24x10 but its image is 24x20.*dogs/001\.png has values \[7\]"):
         write_masks(tmp_path / "masks.zarr", open_source(config), index)
     assert not (tmp_path / "masks.zarr").exists()
+
+
+def test_folder_format_works_as_the_readme_shows(tmp_path, monkeypatch):
+    """The README's edit of params.yaml's dataset section: format, root and the CSV's splits, no
+    `dataset.folder` subsection (the labels CSV is then <root>/labels.csv)."""
+    root = make_folder(tmp_path / "own", ROWS)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["dataset"].update(format="folder", root=str(root), splits=["train", "extra"], held_out=[])
+    assert "folder" not in params["dataset"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["dataset"])
+    assert result.exit_code == 0, result.output
+    assert DatasetIndex(tmp_path / "data" / "dataset.zarr").ids == ["cats/001", "dogs/001", "both"]

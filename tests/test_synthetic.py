@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError
-from pipeline.synthetic import SHAPES, SyntheticConfig, SyntheticSummary, generate, image_id, render
-from pipeline.voc import DatasetError, VOCDataset, load_label_png
+from pipeline.core.config import ConfigError
+from pipeline.data.label_maps import load_label_png
+from pipeline.sources.synthetic import SHAPES, SyntheticConfig, SyntheticSummary, generate, image_id, render
+from pipeline.sources.voc import DatasetError, VOCDataset
 from tests.configs import project_config
 
 SIZE, K = 64, 5

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.voc import VOC_CLASSES, DatasetError, VOCDataset, load_label_png, palette, save_label_png
+from pipeline.data.label_maps import load_label_png, palette, save_label_png
+from pipeline.sources.voc import VOC_CLASSES, DatasetError, VOCDataset
 
 CAT, PERSON, DOG, CAR = (VOC_CLASSES.index(n) + 1 for n in ("cat", "person", "dog", "car"))
 H, W = 20, 30

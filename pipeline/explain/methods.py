@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
 
-from .rules import CONSERVATIVE, SEPARATE, ConvZB, RuleSet, cls_pool
+from pipeline.core.eval_mode import eval_mode
+
 from .registry import get_method, register_method
+from .rules import CONSERVATIVE, SEPARATE, ConvZB, RuleSet, cls_pool
 from .trace import ModelTrace, attention_maps, check_model
-from pipeline.training import eval_mode
 
 
 def _one_hot(trace: ModelTrace, class_ids: Tensor) -> Tensor:

@@ -1,4 +1,4 @@
-"""Explanation batches sized from their measured peak memory (pipeline/memory.py).
+"""Explanation batches sized from their measured peak memory (pipeline/core/memory.py).
 
 A plan is made once per input side from dry runs on the meta device, so it depends on the model's
 shapes, the method, the side and the budget, and on nothing the machine at hand decides.
@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from torch import Tensor
 from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
 
-from pipeline.errors import InputError
-from pipeline.memory import GIB, forward_batch, largest_batch, on_meta, peak_bytes, require_available
+from pipeline.core.errors import InputError
+from pipeline.core.memory import GIB, forward_batch, largest_batch, on_meta, peak_bytes, require_available
 
 from .methods import explain
 from .registry import get_method

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch import Tensor
 from timm.layers import HybridEmbed, LayerScale, Mlp, PatchEmbed
 from timm.layers.attention import Attention
 from timm.models.vision_transformer import Block, VisionTransformer
+from torch import Tensor
 
 from .registry import get_method, token_method_names
 from .rules import RuleSet, branch_sum

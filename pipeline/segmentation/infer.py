@@ -10,13 +10,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.config import knob
-from pipeline.dense_crf import CRFKernels, dense_crf, for_image
-from pipeline.errors import InputError
-from pipeline.memory import GIB, on_meta, peak_bytes, require_available
-from pipeline.preprocess import normalise, to_tensor
+from pipeline.core.config import knob
+from pipeline.core.errors import InputError
+from pipeline.core.eval_mode import eval_mode
+from pipeline.core.memory import GIB, on_meta, peak_bytes, require_available
+from pipeline.data.preprocess import normalise, to_tensor
+from pipeline.refine.dense_crf import CRFKernels, dense_crf, for_image
 from pipeline.segmentation.net import Segmenter
-from pipeline.training import eval_mode
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def predict_probs(net: Segmenter, image: np.ndarray, scales: Sequence[float], fl
 
 def inference_peak(meta_net: Segmenter, size: tuple[int, int], scales: Sequence[float], flip: bool) -> int:
     """Peak tensor bytes of ``predict_probs`` on an image of ``size`` (H, W): a dry run of its
-    largest step on ``on_meta(net)`` (pipeline/memory.py); the weights are not counted."""
+    largest step on ``on_meta(net)`` (pipeline/core/memory.py); the weights are not counted."""
     dtype = next(meta_net.parameters()).dtype
     multiple = max(meta_net.backbone.strides)
 
@@ -90,5 +90,5 @@ def check_inference_fits(net: Segmenter, size: tuple[int, int], scales: Sequence
 
 def crf_labels(image: np.ndarray, probs: np.ndarray, kernels: CRFKernels) -> np.ndarray:
     """Dense-CRF post-processing: argmax of the mean-field marginals with unary -log(probs),
-    the kernels scaled to the image as :func:`pipeline.dense_crf.for_image` does; uint8 (H, W)."""
+    the kernels scaled to the image as :func:`pipeline.refine.dense_crf.for_image` does; uint8 (H, W)."""
     return dense_crf(image, probs, for_image(kernels, image)).argmax(axis=0).astype(np.uint8)

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.config import from_mapping, knob
-from pipeline.errors import InputError
-from pipeline.models import DemoHybridConfig, ModelError, build_classifier, is_hybrid, load_classifier, load_local_weights
+from pipeline.classifier.model import DemoHybridConfig, ModelError, build_classifier, is_hybrid, load_classifier, load_local_weights
+from pipeline.core.config import from_mapping, knob
+from pipeline.core.errors import InputError
 
 
 @dataclass(frozen=True)

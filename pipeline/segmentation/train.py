@@ -11,13 +11,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from pipeline.augment import epoch_order, sample_rng
-from pipeline.config import knob
-from pipeline.distributed import Group, batch_share
-from pipeline.preprocess import MEAN, normalise
+from pipeline.core.config import knob
+from pipeline.core.distributed import Group, batch_share
+from pipeline.core.trainer import Precision, Trainer, lr_factor
+from pipeline.data.augment import epoch_batches, sample_rng, steps_per_epoch
+from pipeline.data.preprocess import MEAN, normalise
 from pipeline.segmentation.net import Segmenter, SegmenterConfig
-from pipeline.trainer import Precision, Trainer
-from pipeline.training import lr_factor
 
 IGNORE = 255
 
@@ -100,7 +99,7 @@ def train_segmenter(
 
     `images[i]` uint8 (H, W, 3) and `labels[i]` uint8 (H, W) with 0 background, k class k,
     255 ignored; any indexable works (e.g. a lazy reader), one item at a time. Sample order
-    and each sample's crop are functions of (seed, epoch, index) (:func:`~pipeline.augment.sample_rng`).
+    and each sample's crop are functions of (seed, epoch, index) (:func:`~pipeline.data.augment.sample_rng`).
     Each step averages over the labelled pixels of the whole global batch, whichever rank holds
     them. Poly decay per step; ``new_layer_lr_mult`` x lr on the head. With ``checkpoints`` (a folder), a
     rerun continues after the last finished epoch.
@@ -116,20 +115,18 @@ def train_segmenter(
     trainer = Trainer(net, make_optimizer(net, config), device, group, config.amp, checkpoints)
     base_lrs = [param_group["lr"] for param_group in trainer.optimizer.param_groups]
     n = len(images)
-    steps_per_epoch = n // config.batch_size
-    total = steps_per_epoch * config.epochs
+    steps = steps_per_epoch(n, config.batch_size)
+    total = steps * config.epochs
     first_epoch, history = trainer.resume()
     for epoch in range(first_epoch, config.epochs):
-        order = epoch_order(n, config.seed, epoch)
         loss_sum = torch.zeros((), dtype=torch.float64)
-        for i in range(steps_per_epoch):
-            batch = order[i * config.batch_size : (i + 1) * config.batch_size]
+        for i, batch in enumerate(epoch_batches(n, config.batch_size, config.seed, epoch)):
             crops = [random_scale_crop(np.asarray(images[j]), np.asarray(labels[j]), config.crop_size, config.scale_range,
                                        config.hflip, sample_rng(config.seed, epoch, j)) for j in batch_share(batch, group)]
             image_batch = torch.from_numpy(np.stack([c[0] for c in crops])).permute(0, 3, 1, 2)
             target = torch.from_numpy(np.stack([c[1] for c in crops]).astype(np.int64)).to(device)
             for param_group, base in zip(trainer.optimizer.param_groups, base_lrs):
-                param_group["lr"] = base * lr_factor(epoch * steps_per_epoch + i, total, power=config.poly_power)
+                param_group["lr"] = base * lr_factor(epoch * steps + i, total, power=config.poly_power)
             with trainer.autocast():
                 logits = trainer.network(normalise(image_batch.to(device)))
             # A batch with no labelled pixel (possible with pseudo-masks) contributes a zero loss, not NaN.
@@ -139,7 +136,7 @@ def train_segmenter(
             loss_sum += local_sum.detach().double().cpu() / max(float(labelled), 1.0)
             if progress is not None:
                 progress(len(batch))
-        history.append({"epoch": epoch + 1, "loss": float(group.sum(loss_sum)) / steps_per_epoch, "lr": trainer.optimizer.param_groups[0]["lr"]})
+        history.append({"epoch": epoch + 1, "loss": float(group.sum(loss_sum)) / steps, "lr": trainer.optimizer.param_groups[0]["lr"]})
         trainer.save(epoch + 1, history)
     net.eval()
     return history

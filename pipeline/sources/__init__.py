@@ -1,6 +1,3 @@
-"""Dataset sources: VOC-layout folders, COCO instances files, a folder with a labels CSV.
-
-Each module reads one format into the :class:`pipeline.sources.base.Source` interface
-(VOC's reader is :mod:`pipeline.voc`); :func:`pipeline.indexing.open_source` picks one by
-``dataset.format``.
-"""
+"""Where data comes from: the dataset formats (VOC layout, COCO instances, folder + CSV), the
+built-in synthetic set, and building the index and ground-truth stores from a source (the
+dataset and masks stages). Every other stage reads those stores (`pipeline/data`), not the sources."""

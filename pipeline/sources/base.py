@@ -1,14 +1,13 @@
 """What every dataset source provides, and reading image files whatever the source."""
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from pipeline.errors import DatasetError
+from pipeline.core.errors import DatasetError
 
 IGNORE = 255  # mask value of pixels that are not scored (VOC's boundary band, COCO's crowd regions)
 MAX_REPORTED = 20  # bad files listed in one error before "... and N more"
@@ -54,31 +53,6 @@ def report_problems(problems: Sequence[str], total: int, what: str, max_reported
         more = f"\n  ... and {len(problems) - max_reported} more" if len(problems) > max_reported else ""
         raise DatasetError(f"{len(problems)} of {total} {what}:\n  {shown}{more}\n"
                            "fix or remove these files (or their entries in the dataset's lists), then rerun")
-
-
-def read_image(path: str | Path) -> np.ndarray:
-    """The image as uint8 HxWx3 RGB; greyscale, CMYK, palette and alpha images are converted
-    (alpha dropped, not composited)."""
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB") if image.mode != "RGB" else image.copy()
-    except FileNotFoundError:
-        raise DatasetError(f"image {path} does not exist; restore it or remove it from the dataset's list") from None
-    except (OSError, UnidentifiedImageError) as error:
-        raise DatasetError(f"cannot read image {path}: {error}; re-download it or remove it from the dataset's list") from error
-    return np.asarray(rgb, dtype=np.uint8)
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the file's header, without decoding the pixels."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except FileNotFoundError:
-        raise DatasetError(f"image {path} does not exist; restore it or remove it from the dataset's list") from None
-    except (OSError, UnidentifiedImageError) as error:
-        raise DatasetError(f"cannot read image {path}: {error}; re-download it or remove it from the dataset's list") from error
-    return height, width
 
 
 def check_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int, where: str) -> np.ndarray:

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.config import knob
-from pipeline.errors import DatasetError
+from pipeline.core.config import knob
+from pipeline.core.errors import DatasetError
 from pipeline.sources.base import IGNORE, class_names_file
 
 BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie past the image border (COCO's own stay within half a pixel)

@@ -10,7 +10,7 @@ Layout::
 A CSV row gives the image's path relative to images/, its split, and its class names separated
 by ``;`` (an empty cell: a pure-background image). An image listed under several splits
 belongs to each (its labels must agree). An image's id is its path without the extension
-("cats/001"); files made from ids escape the "/" (:func:`pipeline.files.id_filename`).
+("cats/001"); files made from ids escape the "/" (:func:`pipeline.core.files.id_filename`).
 Classes are the CSV's names, sorted, unless class_names.txt lists them in label order.
 """
 from __future__ import annotations
@@ -21,10 +21,11 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from pipeline.config import knob
-from pipeline.errors import DatasetError
-from pipeline.sources.base import check_mask, class_names_file, image_size
-from pipeline.voc import load_label_png
+from pipeline.core.config import knob
+from pipeline.core.errors import DatasetError
+from pipeline.data.images import image_size
+from pipeline.data.label_maps import load_label_png
+from pipeline.sources.base import check_mask, class_names_file
 
 HEADER = ["image", "split", "labels"]
 
@@ -33,7 +34,7 @@ HEADER = ["image", "split", "labels"]
 class FolderConfig:
     """The ``dataset.folder`` subsection."""
 
-    labels_file: str = knob("CSV under dataset.root with the header image,split,labels")
+    labels_file: str = knob("CSV under dataset.root with the header image,split,labels", default="labels.csv")
 
 
 @dataclass(frozen=True)

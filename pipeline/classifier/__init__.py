@@ -1,0 +1,1 @@
+"""The multi-label ViT classifier: construction (timm or the demo hybrid), checkpoints, training."""

@@ -1,0 +1,1 @@
+"""Scores: textbook metrics, pseudo-label mIoU, and the two tests of explanation methods."""

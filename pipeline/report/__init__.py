@@ -1,0 +1,1 @@
+"""The HTML report: its params section and the pictures it draws."""
