@@ -4,9 +4,12 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
+from pipeline.data.label_maps import load_label_png, save_label_png
 from tests.conftest import run
 
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
@@ -132,6 +135,41 @@ def test_a_code_edit_makes_exactly_the_stages_that_run_it_stale(project, path, s
         handle.write("# an edit\n")
     changed = json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")
     assert set(changed) == stale
+
+
+SEED_CHAIN = {"train_cls", "cams", "crf_labels", "aff_pairs", "train_aff", "random_walk"}
+READS_MASKS = {"evaluate", "train_seg", "evaluate_seg", "explain_eval", "report"}
+
+
+def _stale_after_reindexing(project: Path, edit: str) -> set[str]:
+    """Change a 4x4 block of one file of the image folder (a mask block becomes ignored, an image
+    block inverted), rerun only dataset and masks (the stages that list the folder), and return
+    what `dvc status` then calls stale, the generated folder's own stage aside."""
+    path = project / "data/synthetic" / edit
+    before = path.read_bytes()
+    if edit.startswith("SegmentationClass/"):
+        mask = load_label_png(path)
+        mask[30:34, 30:34] = 255
+        save_label_png(path, mask)
+    else:
+        pixels = np.array(Image.open(path))
+        pixels[30:34, 30:34] = 255 - pixels[30:34, 30:34]
+        Image.fromarray(pixels).save(path, quality=95)
+    assert path.read_bytes() != before
+    run(["dvc", "repro", "--single-item", "dataset", "masks"], project)
+    return set(json.loads(run(["dvc", "status", "--json"], project).stdout or "{}")) - {"synthetic"}
+
+
+def test_a_mask_edit_reruns_what_reads_masks_never_the_seed_chain(project):
+    mask = sorted((project / "data/synthetic/SegmentationClass").glob("*.png"))[0].name
+    stale = _stale_after_reindexing(project, f"SegmentationClass/{mask}")
+    assert stale == READS_MASKS, stale
+
+
+def test_an_image_edit_reruns_every_stage_that_reads_pixels(project):
+    image = sorted((project / "data/synthetic/JPEGImages").glob("*.jpg"))[0].name
+    stale = _stale_after_reindexing(project, f"JPEGImages/{image}")
+    assert stale == SEED_CHAIN | READS_MASKS, stale
 
 
 def test_bytecode_in_a_code_folder_changes_nothing(project):

@@ -365,3 +365,17 @@ def test_folder_format_works_as_the_readme_shows(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["dataset"])
     assert result.exit_code == 0, result.output
     assert DatasetIndex(tmp_path / "data" / "dataset.zarr").ids == ["cats/001", "dogs/001", "both"]
+
+
+def test_the_index_records_each_images_md5_and_refuses_a_file_changed_since(tmp_path):
+    import hashlib
+
+    root = make_folder(tmp_path / "own", ROWS)
+    write_index(tmp_path / "dataset.zarr", folder_config(root))
+    index = DatasetIndex(tmp_path / "dataset.zarr")
+    for k, name in enumerate(index.files):
+        assert bytes(index.digests[k]) == hashlib.md5((root / name).read_bytes()).digest()
+    assert index.image(0).shape == (20, 24, 3)
+    Image.new("RGB", (24, 20), (9, 9, 9)).save(root / "images" / "cats" / "001.jpg")  # same size, other pixels
+    with pytest.raises(InputError, match=r"cats/001\.jpg changed since the dataset stage indexed it; run `dvc repro`"):
+        index.image(0)

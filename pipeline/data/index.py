@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.core.artifacts import Artifact
 from pipeline.core.errors import InputError
-from pipeline.data.images import read_image
+from pipeline.data.images import decode_image, file_digest, read_image_bytes
 
 KIND = "dataset"
 
@@ -30,6 +30,7 @@ class DatasetIndex:
         self.membership: np.ndarray = self.store.read_all("splits").astype(bool)
         self.sizes: np.ndarray = self.store.read_all("size")
         self.has_mask: np.ndarray = self.store.read_all("has_mask").astype(bool)
+        self.digests: np.ndarray = self.store.read_all("md5")
 
     @property
     def num_classes(self) -> int:
@@ -49,4 +50,10 @@ class DatasetIndex:
         return np.flatnonzero(selected)
 
     def image(self, index: int) -> np.ndarray:
-        return read_image(self.root / self.files[index])
+        """The pixels of image ``index``, as indexed: only the dataset stage depends on the image
+        folder in dvc.yaml, so a file edited since then is refused rather than read."""
+        path = self.root / self.files[index]
+        data = read_image_bytes(path)
+        if not np.array_equal(file_digest(data), self.digests[index]):
+            raise InputError(f"{path} changed since the dataset stage indexed it; run `dvc repro` (it re-indexes the dataset first)")
+        return decode_image(data, path)

@@ -20,7 +20,7 @@ from pipeline.core.artifacts import ArtifactWriter
 from pipeline.core.config import knob
 from pipeline.core.errors import DatasetError
 from pipeline.data import ground_truth
-from pipeline.data.images import read_image
+from pipeline.data.images import decode_image, file_digest, read_image_bytes
 from pipeline.data.index import KIND, DatasetIndex
 from pipeline.sources.base import MAX_REPORTED, Source, report_problems
 from pipeline.sources.coco import COCOConfig, COCOSource
@@ -69,6 +69,7 @@ class ImageRecord:
     labels: np.ndarray
     size: tuple[int, int]
     has_mask: bool
+    digest: np.ndarray  # the image file's MD5 (16 uint8)
 
 
 def split_membership(source: Source, config: DatasetConfig) -> tuple[list[str], np.ndarray]:
@@ -111,13 +112,14 @@ def check_files(source: Source, ids: Sequence[str], progress: Callable[[Sequence
     for image_id in progress(ids) if progress else ids:
         try:
             path = source.root / source.image_file(image_id)
-            shape = read_image(path).shape[:2]
+            data = read_image_bytes(path)
+            shape = decode_image(data, path).shape[:2]
             if shape != tuple(source.size(image_id)):
                 height, width = source.size(image_id)
                 raise DatasetError(f"image {path} is {shape[1]}x{shape[0]} but the dataset says {width}x{height}; fix its annotation or the file")
             if check_masks and source.masks_are_files:
                 source.mask(image_id)  # checks size and values against the image and the classes
-            records.append(ImageRecord(source.labels(image_id), shape, source.has_mask(image_id)))
+            records.append(ImageRecord(source.labels(image_id), shape, source.has_mask(image_id), file_digest(data)))
         except DatasetError as error:
             problems.append(str(error))
     report_problems(problems, len(ids), "images have bad files", max_reported)
@@ -139,11 +141,13 @@ def write_index(path: str | os.PathLike, config: DatasetConfig, progress=None) -
         out.create("splits", (len(config.splits),), "uint8")
         out.create("size", (2,), "int32")
         out.create("has_mask", (), "uint8")
+        out.create("md5", (16,), "uint8")
         for index, record in enumerate(records):
             out.write("labels", index, record.labels)
             out.write("splits", index, membership[index].astype(np.uint8))
             out.write("size", index, np.array(record.size, dtype=np.int32))
             out.write("has_mask", index, np.uint8(record.has_mask))
+            out.write("md5", index, record.digest)
     counts = {split: int(membership[:, k].sum()) for k, split in enumerate(config.splits)}
     return {"images": len(ids), "per_split": counts, "classes": len(source.class_names),
             "masks": int(sum(r.has_mask for r in records))}

@@ -98,7 +98,7 @@ class VOCSource:
         return f"JPEGImages/{image_id}.jpg"
 
     def image(self, image_id: str) -> np.ndarray:
-        """The image as uint8 HxWx3 RGB (:func:`pipeline.sources.base.read_image`)."""
+        """The image as uint8 HxWx3 RGB (:func:`pipeline.data.images.read_image`)."""
         return read_image(self.root / self.image_file(image_id))
 
     def size(self, image_id: str) -> tuple[int, int]:
