@@ -33,9 +33,10 @@ def main(
     params_file: Path = PARAMS_OPTION,
 ) -> None:
     """Write a palette PNG of labels and a colour overlay per image; unreadable files are named and skipped."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     from pipeline.core.device import resolve_device
+    from pipeline.core.errors import DatasetError
     from pipeline.core.memory import MemoryConfig
     from pipeline.core.progress import progress
     from pipeline.data.images import IMAGE_SUFFIXES, read_image
@@ -66,8 +67,8 @@ def main(
     for path in progress(files, total=len(files), desc="predict"):
         try:
             image = read_image(path)
-        except (OSError, UnidentifiedImageError) as error:
-            failed.append(f"{path}: {error}")
+        except DatasetError as error:  # names the file; the other images are still segmented
+            failed.append(str(error))
             continue
         if image.shape[:2] not in checked:  # one dry run per distinct size
             check_inference_fits(net, image.shape[:2], scale_values, flip, budget, torch_device, f"predict {path}")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,7 @@ def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_every_stage_is_timed_and_projected(tmp_path: Path) -> None:
     preset, report_file = tmp_path / "tiny.yaml", tmp_path / "scale.json"
     preset.write_text(yaml.safe_dump(TINY_OVERLAY))

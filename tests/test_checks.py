@@ -93,11 +93,13 @@ def _params(tmp_path: Path, root: Path, **edits) -> Path:
     return path
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_wsss_check_passes_a_good_project(generated, tmp_path):
     result = run(["wsss", "check", "--params", str(_params(tmp_path, generated))], tmp_path)
     assert "sections valid" in result.stderr and "8 images decoded, 8 masks match" in result.stderr
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_wsss_check_reports_every_bad_param_before_any_stage(generated, tmp_path):
     path = _params(tmp_path, generated, crf__alpha_low=-1, random_walk__beta="high")
     raw = yaml.safe_load(path.read_text())
@@ -111,6 +113,7 @@ def test_wsss_check_reports_every_bad_param_before_any_stage(generated, tmp_path
     assert "unknown section 'crff'" in result.stderr
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_wsss_check_names_a_bad_image(damaged, tmp_path):
     root, bad = damaged
     result = run(["wsss", "check", "--params", str(_params(tmp_path, root))], tmp_path, check=False)
@@ -118,6 +121,7 @@ def test_wsss_check_names_a_bad_image(damaged, tmp_path):
     assert str(bad["truncated"]) in result.stderr
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_wsss_check_leaves_the_generated_dataset_to_its_stage(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     result = run(["wsss", "check"], tmp_path)
@@ -125,6 +129,7 @@ def test_wsss_check_leaves_the_generated_dataset_to_its_stage(tmp_path):
     assert not (tmp_path / "data").exists() and os.listdir(tmp_path) == ["params.yaml"]
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_a_synthetic_knob_out_of_range_is_named(tmp_path):
     shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
     raw = yaml.safe_load((tmp_path / "params.yaml").read_text())
@@ -142,6 +147,7 @@ def test_greyscale_and_png_images_decode(generated, tmp_path):
     assert len(_check(root, ("train",))) == 6
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_wsss_check_names_both_keys_of_sizes_that_must_agree(generated, tmp_path):
     path = _params(tmp_path, generated, cams__image_size=96, aff_pairs__image_size=120)
     result = run(["wsss", "check", "--params", str(path)], tmp_path, check=False)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from stages.code_deps import ROOT, closure, dep_entry, derived_deps, is_code_dep, rewrite_dvc_yaml, stage_code_files
@@ -45,6 +46,7 @@ def test_closures_are_scoped_to_each_stages_job():
         assert "stages/runner/params.py" in paths and "stages/runner/stage.py" in paths
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_every_module_a_stage_loads_is_in_its_closure():
     """The static closure against what Python really imports: a missed import form (relative,
     `from package import module`, a package __init__) would leave a loaded module out."""

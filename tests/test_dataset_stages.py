@@ -17,6 +17,8 @@ from stages.preset import merged
 from stages.runner.params import section
 from tests.conftest import ROOT, make_project_copy, run
 
+pytestmark = pytest.mark.slow  # torchrun / dvc repro end to end
+
 
 def _digest(path: Path) -> str:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())

@@ -26,6 +26,8 @@ from pipeline.core.artifacts import Artifact
 from pipeline.data.index import DatasetIndex
 from stages.preset import merged
 
+pytestmark = pytest.mark.slow  # torchrun / dvc repro end to end
+
 SHARD = 8  # a multiple of cams.batch_size (8 in the tiny params) and of random_walk's batch: 3 shards of 24 images
 STORES = {"cams": ["data/cams.zarr"], "crf_labels": ["data/crf_labels.zarr"], "random_walk": ["data/refined.zarr", "data/pseudo_labels"]}
 

@@ -113,10 +113,10 @@ def test_refine_without_walk_is_the_seed_argmax_and_empty_is_background():
     cams = np.zeros((2, 4, 4), np.float32)
     cams[0, :2, :2] = 1.0
     cams[1, 2:, 2:] = 1.0
-    mask = refine(cams, [3, 9], affinity, offsets, RandomWalkConfig(beta=1, steps=0, alpha=1, radius=2), out_size=(4, 4))
+    mask = refine(cams, [3, 9], affinity, offsets, RandomWalkConfig(beta=1, steps=0, alpha=1), out_size=(4, 4))
     expected = np.zeros((4, 4), np.uint8)
     expected[:2, :2] = 3
     expected[2:, 2:] = 9
     np.testing.assert_array_equal(mask, expected)
-    empty = refine(np.zeros((0, 4, 4)), [], affinity, offsets, RandomWalkConfig(beta=1, steps=3, alpha=1, radius=2), out_size=(5, 6))
+    empty = refine(np.zeros((0, 4, 4)), [], affinity, offsets, RandomWalkConfig(beta=1, steps=3, alpha=1), out_size=(5, 6))
     assert empty.shape == (5, 6) and not empty.any()

@@ -147,6 +147,7 @@ def test_weights_false_gives_a_fresh_backbone_and_classifier_gives_the_trained_o
     assert not torch.equal(fresh, trained[key])
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_predict_writes_every_good_image_and_names_the_corrupt_one(classifier_path, tmp_path):
     model = tmp_path / "segmenter.pt"
     saved_segmenter(classifier_path, model, seed=3)

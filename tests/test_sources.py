@@ -284,6 +284,7 @@ def _coco_params(tmp_path: Path, root: Path) -> Path:
     return tmp_path / "params.yaml"
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_coco_through_the_dataset_and_masks_stages(tmp_path):
     _coco_params(tmp_path, make_coco(tmp_path / "coco"))
     assert "indexed 5 images {'train': 4, 'val': 1} with 3 classes (coco, 5 with a mask)" in run(["wsss", "dataset"], tmp_path).stderr
@@ -292,6 +293,7 @@ def test_coco_through_the_dataset_and_masks_stages(tmp_path):
     assert (truth.mask("COCO_val2014_poly") == CAR).sum() > 100
 
 
+@pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_a_bad_annotation_ends_the_dataset_stage_in_one_message(tmp_path):
     outside = [{"id": 77, "image_id": 11, "category_id": 3, "iscrowd": 0, "segmentation": {"size": [H, W + 1], "counts": [5, 5]}}]
     _coco_params(tmp_path, make_coco(tmp_path / "coco", annotations=outside))
