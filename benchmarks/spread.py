@@ -1,26 +1,36 @@
 """How much the headline numbers move: the default pipeline over training seeds, and on other datasets.
 
-    python benchmarks/spread.py seeds                 # train_cls.seed = train_aff.seed = train_seg.seed = 0, 1, 2
+    python benchmarks/spread.py seeds --write         # train_cls.seed = train_aff.seed = train_seg.seed = 0 .. 4
+    python benchmarks/spread.py readme                # the README's results block, again, from metrics/expected.json
     python benchmarks/spread.py variants              # two other synthetic datasets (settings and seeds)
     python benchmarks/spread.py methods               # every explanation method that runs on the default model
 
 Each configuration is one `dvc exp run --temp` (the workspace is left alone; stages whose
 inputs did not change come from the DVC cache), named `spread-<config>`, so `dvc exp show`
 lists them afterwards. The script prints Markdown tables: mean ± std (sample std, n - 1)
-over the seeds, and seed -> CRF -> random walk per dataset variant. Run it on a committed
-workspace: an experiment starts from HEAD plus the workspace's changes.
+over the seeds, and seed -> CRF -> random walk per dataset variant. With ``--write`` the seeds'
+spread becomes the expected bands (metrics/expected.json, see stages/bands.py) and the README's
+results block is rendered from them. Run it on a committed workspace: an experiment starts from
+HEAD plus the workspace's changes, and the bands record HEAD as the commit that made them.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import statistics
+import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from stages import bands  # noqa: E402 (the project root is on the path only from here)
+from stages.stage_list import STAGES  # noqa: E402
 
 # Settings of the two extra datasets: denser clutter with more, smaller objects at 96 px, and
 # sparse scenes with fewer, larger objects at 160 px; each with its own generator seed.
@@ -29,20 +39,11 @@ VARIANTS: dict[str, dict[str, object]] = {
     "sparse": {"synthetic.image_size": 160, "synthetic.clutter": 0.5, "synthetic.objects": [1, 2], "synthetic.scale": [0.2, 0.35], "synthetic.seed": 2},
 }
 
-METRICS = [  # (label, file, key (dotted for nested), scale to %)
-    ("classifier val mAP", "metrics/classifier.json", "val_map", 100.0),
-    ("seed mIoU (bg 0.2)", "metrics/segmentation.json", "seed_miou", 1.0),
-    ("seed mIoU (best bg)", "metrics/segmentation.json", "seed_miou_best_background", 1.0),
-    ("CRF confident mIoU", "metrics/segmentation.json", "crf_confident_miou", 1.0),
-    ("CRF coverage %", "metrics/segmentation.json", "crf_coverage", 1.0),
-    ("random walk mIoU", "metrics/segmentation.json", "random_walk_miou", 1.0),
-    ("segmenter val mIoU", "metrics/segmenter.json", "miou", 1.0),
-    ("segmenter val mIoU + CRF", "metrics/segmenter.json", "crf.miou", 1.0),
-]
+BEST_SEEDS, WALK, SEGMENTER, SEGMENTER_CRF = (bands.HEADLINE[i].label for i in (2, 5, 7, 8))
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, env=env)
+    result = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT)
     if result.returncode != 0:
         sys.exit(f"{' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return result.stdout
@@ -55,54 +56,89 @@ def _set_args(settings: dict[str, object]) -> list[str]:
     return out
 
 
-def _lookup(data: dict, key: str) -> float:
-    for part in key.split("."):
-        data = data[part]
-    return data
+def _experiment_ref(name: str) -> str | None:
+    refs = _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"]).split()
+    return next((ref for ref in refs if ref.endswith(f"/{name}")), None)
 
 
-def experiment_json(name: str, path: str) -> dict:
-    """A JSON file as the experiment `name` committed it."""
-    refs = [r for r in _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"]).split() if r.endswith(f"/{name}")]
-    return json.loads(_run(["git", "show", f"{refs[0]}:{path}"]))
+def experiment_figures(name: str) -> dict[str, float | None]:
+    """The headline figures as the experiment `name` committed them."""
+    with tempfile.TemporaryDirectory() as folder:
+        for path in {figure.path for figure in bands.HEADLINE}:
+            (Path(folder) / path).parent.mkdir(parents=True, exist_ok=True)
+            (Path(folder) / path).write_text(_run(["git", "show", f"{_experiment_ref(name)}:{path}"]))
+        return bands.read_figures(Path(folder))
 
 
-def run_experiment(name: str, settings: dict[str, object], timings: Path | None = None) -> dict[str, float]:
-    """`dvc exp run --temp` under `name`; returns the metrics of the finished experiment.
-
-    With `timings`, the stages that run record their wall times there (WSSS_TIMINGS_DIR),
-    since the temporary workspace, and its metrics/timings/, is gone afterwards.
-    """
+def run_experiment(name: str, settings: dict[str, object], timings: Path) -> dict[str, float | None]:
+    """`dvc exp run --temp` under `name`; returns the figures of the finished experiment. The
+    stages that run record their wall times in `timings` (WSSS_TIMINGS_DIR), since the
+    temporary workspace, and its metrics/timings/, is gone afterwards."""
     start = time.perf_counter()
-    if any(ref.endswith(f"/{name}") for ref in _run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"]).split()):
+    if _experiment_ref(name):
         _run(["dvc", "exp", "remove", name])  # a rerun replaces the earlier experiment of that name
-    env = {**os.environ, "WSSS_TIMINGS_DIR": str(timings)} if timings else None
-    _run(["dvc", "exp", "run", "--temp", "-n", name, *_set_args(settings)], env)
-    values = {}
-    for label, path, key, scale in METRICS:
-        values[label] = _lookup(experiment_json(name, path), key) * scale
-    print(f"{name}: done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in values.items()), file=sys.stderr)
+    _run(["dvc", "exp", "run", "--temp", "-n", name, *_set_args(settings)], {**os.environ, "WSSS_TIMINGS_DIR": str(timings)})
+    values = experiment_figures(name)
+    print(f"{name}: done in {time.perf_counter() - start:.0f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in values.items() if v is not None),
+          file=sys.stderr)
     return values
 
 
-def seeds(values: list[int]) -> None:
-    runs = [run_experiment(f"spread-seed{s}", {"train_cls.seed": s, "train_aff.seed": s, "train_seg.seed": s}) for s in values]
+def _stage_timings(folder: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("*.json"))]
+
+
+def _machine() -> str:
+    """The CPU's model name and widest vector extension, and its core count."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    model = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), platform.processor())
+    flags = next((line for line in cpuinfo.splitlines() if line.startswith("flags")), "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{model} ({isa}, {os.cpu_count()} cores)"
+
+
+def seeds(values: list[int], write: bool) -> None:
+    runs, per_run = [], []
+    for seed in values:
+        with tempfile.TemporaryDirectory() as folder:
+            figures = run_experiment(f"spread-seed{seed}", {key: seed for key in bands.VARIED}, Path(folder))
+            timings = _stage_timings(Path(folder))
+        # A run all of whose stages came from DVC's run-cache ran nothing and timed nothing.
+        complete = len(timings) == len(STAGES)
+        runs.append({"seed": seed, "seconds": round(sum(t["seconds"] for t in timings), 1) if complete else None,
+                     "numerics": next((t["numerics"] for t in timings if "numerics" in t), None)})
+        per_run.append(figures)
+    figures = {f.label: bands.spread([run[f.label] for run in per_run]) for f in bands.HEADLINE if all(run[f.label] is not None for run in per_run)}
     print("| metric | " + " | ".join(f"seed {s}" for s in values) + f" | mean ± std (n={len(values)}) |")
     print("|---|" + "---|" * (len(values) + 1))
-    for label, *_ in METRICS:
-        column = [run[label] for run in runs]
-        spread = statistics.stdev(column) if len(column) > 1 else 0.0
-        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in column) + f" | {statistics.mean(column):.1f} ± {spread:.1f} |")
+    for label, band in figures.items():
+        print(f"| {label} | " + " | ".join(f"{v:.1f}" for v in band["values"]) + f" | {band['mean']:.1f} ± {band['std']:.1f} |")
+    if write:
+        numerics = next((run["numerics"] for run in runs if run["numerics"]), None)
+        if numerics is None:
+            sys.exit("no stage ran (all came from DVC's run-cache), so the runs' numerics are unknown: clear the run-cache or rerun")
+        made = {"commit": _run(["git", "rev-parse", "HEAD"]).strip(), "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
+                "torch": numerics["torch"], "numerics": numerics, "runs": runs}
+        expected = {"made": made, "fingerprint": bands.fingerprint_of(yaml.safe_load((ROOT / "params.yaml").read_text())), "figures": figures}
+        (ROOT / bands.EXPECTED).write_text(json.dumps(expected, indent=2) + "\n")
+        readme(ROOT / bands.EXPECTED)
+        print(f"wrote {bands.EXPECTED} and the README's results block", file=sys.stderr)
+
+
+def readme(expected_file: Path) -> None:
+    """Render the README's results block from the expected bands."""
+    path = ROOT / "README.md"
+    path.write_text(bands.replace_block(path.read_text(), bands.render_tables(json.loads(expected_file.read_text()))))
 
 
 def variants(names: list[str]) -> None:
     print("| dataset | settings | seed mIoU (best bg) | CRF confident mIoU | random walk mIoU | walk gain over best seed |")
     print("|---|---|---|---|---|---|")
     for name in names:
-        run = run_experiment(f"spread-{name}", VARIANTS[name])
+        with tempfile.TemporaryDirectory() as folder:
+            run = run_experiment(f"spread-{name}", VARIANTS[name], Path(folder))
         settings = ", ".join(f"{k.split('.')[1]} {v}" for k, v in VARIANTS[name].items())
-        gain = run["random walk mIoU"] - run["seed mIoU (best bg)"]
-        print(f"| {name} | {settings} | {run['seed mIoU (best bg)']:.1f} | {run['CRF confident mIoU']:.1f} | {run['random walk mIoU']:.1f} | {gain:+.1f} |")
+        print(f"| {name} | {settings} | {run[BEST_SEEDS]:.1f} | {run[bands.HEADLINE[3].label]:.1f} | {run[WALK]:.1f} | {run[WALK] - run[BEST_SEEDS]:+.1f} |")
 
 
 def methods(names: list[str]) -> None:
@@ -116,15 +152,13 @@ def methods(names: list[str]) -> None:
             timing = Path(folder) / "cams.json"
             # cams explains the images evaluate judges (both default to the train split). A stage
             # restored from DVC's run-cache does not run, so it records no time.
-            images = experiment_json(name, "metrics/segmentation.json")["images"]
+            images = json.loads(_run(["git", "show", f"{_experiment_ref(name)}:metrics/segmentation.json"]))["images"]
             per_image = f"{json.loads(timing.read_text())['seconds'] / images:.3f}" if timing.is_file() else "cached"
-        print(f"| {method} | {run['seed mIoU (best bg)']:.1f} | {run['random walk mIoU']:.1f} | {run['segmenter val mIoU']:.1f} "
-              f"| {run['segmenter val mIoU + CRF']:.1f} | {per_image} |", flush=True)
+        print(f"| {method} | {run[BEST_SEEDS]:.1f} | {run[WALK]:.1f} | {run[SEGMENTER]:.1f} | {run[SEGMENTER_CRF]:.1f} | {per_image} |", flush=True)
 
 
 def token_methods() -> list[str]:
     """The registered methods that run on the demo hybrid (relevance at the tokens)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pipeline.explain import METHODS
 
     return [m.name for m in METHODS.values() if not m.pixels]
@@ -134,14 +168,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="mode", required=True)
     seed_parser = sub.add_parser("seeds", help="the default pipeline over training seeds")
-    seed_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seed_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    seed_parser.add_argument("--write", action="store_true", help=f"write {bands.EXPECTED} and the README's results block")
+    sub.add_parser("readme", help=f"render the README's results block from {bands.EXPECTED}")
     variant_parser = sub.add_parser("variants", help="the default pipeline on other synthetic datasets")
     variant_parser.add_argument("--names", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     method_parser = sub.add_parser("methods", help="the default pipeline with each explanation method as cams.method")
     method_parser.add_argument("--names", nargs="+", default=None, help="default: every method that runs on the demo hybrid")
     args = parser.parse_args()
     if args.mode == "seeds":
-        seeds(args.seeds)
+        seeds(args.seeds, args.write)
+    elif args.mode == "readme":
+        readme(ROOT / bands.EXPECTED)
     elif args.mode == "variants":
         variants(args.names)
     else:

@@ -5,6 +5,10 @@ any stage's code (see `stages.code_deps`): adding a command reruns nothing.
 """
 from __future__ import annotations
 
+from pipeline.core import numerics
+
+numerics.pin_environment()  # first: ATen, oneMKL and oneDNN read it once, when torch loads
+
 import functools
 import importlib
 import json
@@ -81,6 +85,7 @@ def _run_here(spec: StageSpec, params_file: Path) -> StageResult:
     from pipeline.core.distributed import launched
     from stages.runner.stage import Stage
 
+
     run = importlib.import_module(spec.module).run
     if launched():  # torchrun's summary then names the failing rank with its error and traceback
         from torch.distributed.elastic.multiprocessing.errors import record
@@ -117,7 +122,7 @@ def _stage_command(spec: StageSpec) -> Callable[[Path], None]:
             "stage": spec.name, "seconds": round(seconds, 2), "cpu_seconds": round(_cpu_seconds() - cpu_start, 2),
             "peak_memory_mib": round(peak / 1024, 1), "processes": processes if processes > 1 else world_size(),
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "items": [result.count, result.unit],
-            "items_per_second": round(result.count / max(seconds, 1e-9), 2)})
+            "items_per_second": round(result.count / max(seconds, 1e-9), 2), "numerics": numerics.describe()})
         write_page(folder)
 
     return command
