@@ -93,6 +93,11 @@ def differences(expected: dict[str, Any], raw_params: dict[str, Any], numerics: 
     return params, other
 
 
+def _listed(items: list[str], separator: str, most: int = 4) -> str:
+    """The first ``most`` items, then how many more: a line a person reads."""
+    return separator.join(items[:most]) + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
 def band_lines(expected: dict[str, Any] | None, raw_params: dict[str, Any], numerics: dict[str, str] | None) -> tuple[list[str], bool]:
     """The lines above the table, and whether the bands apply to this run's params."""
     if expected is None:
@@ -101,8 +106,8 @@ def band_lines(expected: dict[str, Any] | None, raw_params: dict[str, Any], nume
     lines = [f"bands: {bands.EXPECTED}, {len(made['runs'])} training seeds at commit {made['commit'][:10]} on {made['machine']}"]
     params, other = differences(expected, raw_params, numerics)
     if params:
-        lines.append(f"no band for these params: they differ from the band's in {', '.join(params)}")
-    lines.append("differs from the band's runs in: " + "; ".join(other) if other else "same code, params, torch, CPU kernels and threads as the band's runs")
+        lines.append(f"no band for these params: they differ from the band's in {_listed(params, ', ')}")
+    lines.append("differs from the band's runs in: " + _listed(other, "; ") if other else "same code, params, torch, CPU kernels and threads as the band's runs")
     return lines, not params
 
 
