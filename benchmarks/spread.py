@@ -7,7 +7,8 @@
 
 Each configuration is one `dvc exp run --temp` (the workspace is left alone; stages whose
 inputs did not change come from the DVC cache), named `spread-<config>`, so `dvc exp show`
-lists them afterwards. The script prints Markdown tables: mean ± std (sample std, n - 1)
+lists them afterwards; a seed equal to the workspace's own, with `dvc status` clean, is read from
+the workspace instead (its metrics and metrics/timings/). The script prints Markdown tables: mean ± std (sample std, n - 1)
 over the seeds, and seed -> CRF -> random walk per dataset variant. With ``--write`` the seeds'
 spread becomes the expected bands (metrics/expected.json, see stages/bands.py) and the README's
 results block is rendered from them. Run it on a committed workspace: an experiment starts from
@@ -96,17 +97,24 @@ def _machine() -> str:
     return f"{model} ({isa}, {os.cpu_count()} cores)"
 
 
+def _is_workspace_run(seed: int) -> bool:
+    """The workspace's params use ``seed`` for every varied key, and its outputs are up to date."""
+    workspace = yaml.safe_load((ROOT / "params.yaml").read_text())
+    if any(workspace[key.split(".")[0]][key.split(".")[1]] != seed for key in bands.VARIED):
+        return False
+    return json.loads(_run(["dvc", "status", "--json"]) or "{}") == {}
+
+
 def seeds(values: list[int], write: bool) -> None:
     runs, per_run = [], []
     for seed in values:
-        with tempfile.TemporaryDirectory() as folder:
-            figures = run_experiment(f"spread-seed{seed}", {key: seed for key in bands.VARIED}, Path(folder))
-            timings = _stage_timings(Path(folder))
-        # A run all of whose stages came from DVC's run-cache ran nothing and timed nothing: when
-        # it is the workspace's own run (same seeds), the workspace's timings are its times.
-        workspace = yaml.safe_load((ROOT / "params.yaml").read_text())
-        if not timings and all(workspace[key.split(".")[0]][key.split(".")[1]] == seed for key in bands.VARIED):
-            timings = _stage_timings(ROOT / "metrics/timings")
+        if _is_workspace_run(seed):  # the committed run itself: its metrics and timings are in the workspace
+            figures, timings = bands.read_figures(ROOT), _stage_timings(ROOT / "metrics/timings")
+            print(f"seed {seed}: the workspace's own run (dvc status is clean)", file=sys.stderr)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                figures = run_experiment(f"spread-seed{seed}", {key: seed for key in bands.VARIED}, Path(folder))
+                timings = _stage_timings(Path(folder))
         # Stages whose inputs a seed does not touch (synthetic, dataset, masks) come from the cache.
         runs.append({"seed": seed, "seconds": round(sum(t["seconds"] for t in timings), 1), "stages_run": len(timings),
                      "numerics": next((t["numerics"] for t in timings if "numerics" in t), None)})

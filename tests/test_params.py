@@ -64,3 +64,13 @@ def test_nested_section_errors_carry_the_full_path():
 def test_missing_file_names_the_fix(tmp_path):
     with pytest.raises(P.ParamsError, match="--params"):
         P.load(tmp_path / "nope.yaml")
+
+
+def test_a_bare_off_is_off_as_dvc_exp_run_writes_it():
+    # `dvc exp run -S key=value` rewrites params.yaml with `amp: off` unquoted, which YAML 1.1 reads as false.
+    params = yaml.safe_load((ROOT / "params.yaml").read_text().replace('amp: "off"', "amp: off"))
+    assert params["train_cls"]["amp"] is False
+    assert P.section(params, "train_cls", ClassifierConfig).amp == "off"
+    params["train_cls"]["amp"] = True  # true is no precision
+    with pytest.raises(P.ParamsError, match="train_cls.amp"):
+        P.section(params, "train_cls", ClassifierConfig)

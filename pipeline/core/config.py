@@ -109,7 +109,7 @@ def check_value(raw: Any, kind: Any, where: str, metadata: Mapping[str, Any] | N
         return from_mapping(kind, raw, where)
     if origin is Literal:
         if raw is False and "off" in get_args(kind):
-            raise ConfigError(f"'{where}' must be {_type_name(kind, metadata)}, got false: YAML reads a bare off as false, write \"off\"")
+            return "off"  # YAML 1.1 reads a bare off as false, and `dvc exp run -S` writes it bare
         if raw not in get_args(kind):
             raise wrong
         return raw
