@@ -74,7 +74,7 @@ def spread(values: list[float]) -> dict[str, Any]:
 
 
 def limits(band: dict[str, Any]) -> tuple[float, float]:
-    """The healthy range: the wider of mean ± 2 std and min - std .. max + std (five seeds
+    """The healthy range: the wider of mean ± 2 std and min - std .. max + std (a few seeds
     estimate the std roughly, so a figure is flagged only when it is outside both)."""
     return (min(band["mean"] - 2 * band["std"], band["min"] - band["std"]),
             max(band["mean"] + 2 * band["std"], band["max"] + band["std"]))

@@ -61,7 +61,8 @@ def rows(raw_params: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
          f"{_fmt(aucs.get('positive_auc_predicted'))} / {_fmt(aucs.get('negative_auc_predicted'))}", "", str(EXPLAINABILITY_METRICS)),
         ("", explain.get("segmentation_test", "segmentation test mIoU"), _fmt(aucs.get("seg_miou")), "", ""),
     ]
-    for i, timing in enumerate(stage_timings(TIMINGS)):
+    timings = stage_timings(TIMINGS)
+    for i, timing in enumerate(timings):
         # CPU time, peak memory and throughput where recorded (older timings files have fewer fields).
         extra = f" ({timing['cpu_seconds']:.0f} s CPU, {timing['peak_memory_mib']:.0f} MiB" if "cpu_seconds" in timing else ""
         if extra and "items_per_second" in timing:
@@ -70,6 +71,8 @@ def rows(raw_params: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             extra += f", {timing['processes']} processes"
         extra += ")" if extra else ""
         out.append(("stage wall time (s)" if i == 0 else "", timing["stage"] + extra, f"{timing['seconds']:.0f}", "", f"{TIMINGS}/" if i == 0 else ""))
+    if timings:
+        out.append(("", f"all {len(timings)} stages", f"{sum(t['seconds'] for t in timings):.0f}", "", ""))
     return out
 
 
@@ -136,7 +139,7 @@ def main(params_file: Path = typer.Option(Path("params.yaml"), "--params", help=
     widths = [max(len(row[i]) for row in table + [("", "figure", "value", "expected", "")]) for i in range(4)]
     typer.echo(f"{'':<{widths[0]}}  {'figure':<{widths[1]}}  {'value':>{widths[2]}}  {'expected':<{widths[3]}}  file")
     for row in table:
-        typer.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:<{widths[3]}}  {row[4]}")
+        typer.echo(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:<{widths[3]}}  {row[4]}".rstrip())
     if banded:
         typer.echo("health: " + ("OUTSIDE the expected band: " + "; ".join(outside) if outside else "every headline figure is inside its expected band"))
     typer.echo("(all metrics: dvc metrics show; curves: dvc plots show; pictures: report/index.html)")
