@@ -39,7 +39,8 @@ VARIANTS: dict[str, dict[str, object]] = {
     "sparse": {"synthetic.image_size": 160, "synthetic.clutter": 0.5, "synthetic.objects": [1, 2], "synthetic.scale": [0.2, 0.35], "synthetic.seed": 2},
 }
 
-BEST_SEEDS, WALK, SEGMENTER, SEGMENTER_CRF = (bands.HEADLINE[i].label for i in (2, 5, 7, 8))
+BEST_SEEDS, CRF, WALK, SEGMENTER, SEGMENTER_CRF = map(bands.label, ("seed_miou_best_background", "crf_confident_miou", "random_walk_miou",
+                                                                    "miou", "crf.miou"))
 
 
 def _run(args: list[str], env: dict[str, str] | None = None) -> str:
@@ -149,7 +150,7 @@ def variants(names: list[str]) -> None:
         with tempfile.TemporaryDirectory() as folder:
             run = run_experiment(f"spread-{name}", VARIANTS[name], Path(folder))
         settings = ", ".join(f"{k.split('.')[1]} {v}" for k, v in VARIANTS[name].items())
-        print(f"| {name} | {settings} | {run[BEST_SEEDS]:.1f} | {run[bands.HEADLINE[3].label]:.1f} | {run[WALK]:.1f} | {run[WALK] - run[BEST_SEEDS]:+.1f} |")
+        print(f"| {name} | {settings} | {run[BEST_SEEDS]:.1f} | {run[CRF]:.1f} | {run[WALK]:.1f} | {run[WALK] - run[BEST_SEEDS]:+.1f} |")
 
 
 def methods(names: list[str]) -> None:

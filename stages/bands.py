@@ -61,6 +61,11 @@ HEADLINE = (
 )
 
 
+def label(key: str) -> str:
+    """The label of the headline figure read from JSON ``key`` (e.g. ``random_walk_miou``)."""
+    return next(figure.label for figure in HEADLINE if figure.key == key)
+
+
 def read_figures(root: Path = Path(".")) -> dict[str, float | None]:
     """Every headline figure of the run in ``root`` (None where its file or key is missing)."""
     return {figure.label: figure.read(root) for figure in HEADLINE}

@@ -39,7 +39,8 @@ def rows(raw_params: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     background = raw_params.get("evaluate", {}).get("seed_background")
     aucs = explain.get(method, {})
     val_map = classifier.get("val_map")
-    seeds, best, crf, walk, gain, seg, seg_crf = (bands.HEADLINE[i].label for i in (1, 2, 3, 5, 6, 7, 8))
+    seeds, best, crf, walk, gain, seg, seg_crf = map(bands.label, ("seed_miou", "seed_miou_best_background", "crf_confident_miou",
+                                                                    "random_walk_miou", "random_walk_gain", "miou", "crf.miou"))
     pseudo_group, segmenter_group = f"pseudo-masks ({pseudo.get('split', '?')})", f"segmenter ({segmenter.get('split', '?')})"
     # Without ground truth the evaluation stages write a note instead of scores: show it.
     pseudo_rows = [(pseudo_group, pseudo["note"], "–", "", str(SEGMENTATION_METRICS))] if "note" in pseudo else [
@@ -54,7 +55,7 @@ def rows(raw_params: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
         ("", "mIoU with dense CRF", _fmt(segmenter.get("crf", {}).get("miou")), seg_crf, ""),
     ]
     out = [
-        ("classifier", "val mAP (%)", _fmt(val_map * 100 if val_map is not None else None), bands.HEADLINE[0].label, str(CLASSIFIER_METRICS)),
+        ("classifier", "val mAP (%)", _fmt(val_map * 100 if val_map is not None else None), bands.label("val_map"), str(CLASSIFIER_METRICS)),
         *pseudo_rows,
         *segmenter_rows,
         (f"explanations ({method or '?'})", "perturbation AUC: positive ↓ / negative ↑",
