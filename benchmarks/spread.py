@@ -108,14 +108,14 @@ def _is_workspace_run(seed: int) -> bool:
 
 
 def _measured_earlier(seed: int) -> dict | None:
-    """The committed bands' record of ``seed``'s run, if it had stages that ran. A run whose
-    stages all came from DVC's run-cache records no time; the run that filled the cache ran
-    the same code deps with the same params (that is the run-cache's key), so its time stands."""
+    """The committed bands' record of ``seed``'s run. A run restored from DVC's run-cache
+    records no time; the run that filled the cache ran the same code deps with the same params
+    (that is the run-cache's key), so its time stands."""
     path = ROOT / bands.EXPECTED
     if not path.is_file():
         return None
     made = json.loads(path.read_text())["made"]
-    return next(({**run, "commit": run.get("commit", made["commit"])} for run in made["runs"] if run["seed"] == seed and run["stages_run"]), None)
+    return next(({**run, "commit": run.get("commit", made["commit"])} for run in made["runs"] if run["seed"] == seed), None)
 
 
 def seeds(values: list[int], write: bool) -> None:
@@ -131,7 +131,8 @@ def seeds(values: list[int], write: bool) -> None:
         # Stages whose inputs a seed does not touch (synthetic, dataset, masks) come from the cache.
         run = {"seed": seed, "seconds": round(sum(t["seconds"] for t in timings), 1), "stages_run": len(timings),
                "numerics": next((t["numerics"] for t in timings if "numerics" in t), None)}
-        runs.append(run if timings else _measured_earlier(seed) or run)
+        restored = not any(t["stage"] == "train_cls" for t in timings)  # the seed's first stage came from the run-cache
+        runs.append(_measured_earlier(seed) or run if restored else run)
         per_run.append(figures)
     figures = {f.label: bands.spread([run[f.label] for run in per_run]) for f in bands.HEADLINE if all(run[f.label] is not None for run in per_run)}
     print("| metric | " + " | ".join(f"seed {s}" for s in values) + f" | mean ± std (n={len(values)}) |")
