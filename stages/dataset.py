@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from pipeline.core.progress import progress
-from pipeline.sources.build_index import DatasetConfig, write_index
-from stages.runner.paths import DATASET
+from pipeline.data.index import DatasetIndex
+from pipeline.sources.build_index import DatasetConfig, open_source, write_index, write_mask_digests
+from stages.runner.paths import DATASET, MASK_DIGESTS
 from stages.runner.spec import StageResult
 from stages.runner.stage import Stage
 
@@ -11,9 +12,12 @@ OUTPUT = DATASET
 
 
 def run(stage: Stage) -> StageResult:
-    """Decode and check every file, then index ids, split membership, image-level labels and sizes into data/dataset.zarr."""
+    """Decode and check every file, then index ids, split membership, image-level labels, sizes and
+    file MD5s into data/dataset.zarr, and each mask's MD5 into data/mask_digests.zarr."""
     config = stage.section("dataset", DatasetConfig)
-    summary = write_index(OUTPUT, config, progress=lambda items: progress(items, total=len(items), desc="dataset"))
+    source = open_source(config)
+    summary = write_index(OUTPUT, config, progress=lambda items: progress(items, total=len(items), desc="dataset"), source=source)
+    write_mask_digests(MASK_DIGESTS, source, DatasetIndex(OUTPUT), progress=lambda items: progress(items, total=len(items), desc="mask digests"))
     stage.say(f"indexed {summary['images']} images {summary['per_split']} with {summary['classes']} classes "
          f"({config.format}, {summary['masks']} with a mask) into {OUTPUT}")
     return StageResult(summary["images"], "image")

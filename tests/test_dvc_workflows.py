@@ -143,7 +143,7 @@ READS_MASKS = {"evaluate", "train_seg", "evaluate_seg", "explain_eval", "report"
 
 def _stale_after_reindexing(project: Path, edit: str) -> set[str]:
     """Change a 4x4 block of one file of the image folder (a mask block becomes ignored, an image
-    block inverted), rerun only dataset and masks (the stages that list the folder), and return
+    block inverted), rerun only dataset (the one stage that lists the folder) and masks, and return
     what `dvc status` then calls stale, the generated folder's own stage aside."""
     path = project / "data/synthetic" / edit
     before = path.read_bytes()

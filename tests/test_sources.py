@@ -16,7 +16,7 @@ from pipeline.core.files import id_filename
 from pipeline.data.ground_truth import GroundTruth
 from pipeline.data.index import DatasetIndex
 from pipeline.data.label_maps import save_label_png
-from pipeline.sources.build_index import DatasetConfig, open_source, write_index, write_masks
+from pipeline.sources.build_index import DatasetConfig, open_source, write_index, write_mask_digests, write_masks
 from pipeline.sources.synthetic import SyntheticConfig, generate
 from stages.cli import app
 from stages.evaluate_seg import check_held_out
@@ -124,10 +124,17 @@ def coco_config(root: Path, skip_unannotated: bool = False) -> DatasetConfig:
     return project_config("dataset", DatasetConfig, format="coco", root=str(root), coco=coco)
 
 
-def _index_with_masks(tmp_path: Path, config: DatasetConfig) -> tuple[DatasetIndex, GroundTruth]:
+def _index(tmp_path: Path, config: DatasetConfig) -> DatasetIndex:
+    """What the dataset stage writes: the index, and the digests of the masks beside it."""
     write_index(tmp_path / "dataset.zarr", config)
     index = DatasetIndex(tmp_path / "dataset.zarr")
-    write_masks(tmp_path / "masks.zarr", open_source(config), index)
+    write_mask_digests(tmp_path / "mask_digests.zarr", open_source(config), index)
+    return index
+
+
+def _index_with_masks(tmp_path: Path, config: DatasetConfig) -> tuple[DatasetIndex, GroundTruth]:
+    index = _index(tmp_path, config)
+    write_masks(tmp_path / "masks.zarr", open_source(config), index, tmp_path / "mask_digests.zarr")
     return index, GroundTruth(tmp_path / "masks.zarr")
 
 
@@ -348,10 +355,9 @@ def test_bad_masks_are_all_reported_by_the_masks_writer_and_nothing_is_written(t
     mask = np.zeros((20, 24), np.uint8)
     root = make_folder(tmp_path / "own", ROWS, masks={"cats/001": mask[:10], "dogs/001": np.full((20, 24), 7, np.uint8)})
     config = folder_config(root)
-    write_index(tmp_path / "dataset.zarr", config)  # the dataset stage leaves mask pixels alone
-    index = DatasetIndex(tmp_path / "dataset.zarr")
+    index = _index(tmp_path, config)  # the dataset stage leaves mask pixels alone
     with pytest.raises(DatasetError, match=r"(?s)2 of 2 masks are bad:.*cats/001\.png is 24x10 but its image is 24x20.*dogs/001\.png has values \[7\]"):
-        write_masks(tmp_path / "masks.zarr", open_source(config), index)
+        write_masks(tmp_path / "masks.zarr", open_source(config), index, tmp_path / "mask_digests.zarr")
     assert not (tmp_path / "masks.zarr").exists()
 
 
@@ -381,3 +387,30 @@ def test_the_index_records_each_images_md5_and_refuses_a_file_changed_since(tmp_
     Image.new("RGB", (24, 20), (9, 9, 9)).save(root / "images" / "cats" / "001.jpg")  # same size, other pixels
     with pytest.raises(InputError, match=r"cats/001\.jpg changed since the dataset stage indexed it; run `dvc repro`"):
         index.image(0)
+
+
+def test_a_mask_changed_since_the_dataset_stage_is_refused_by_the_masks_writer(tmp_path):
+    # Only the dataset stage lists the folder in dvc.yaml: the masks stage trusts the digests it recorded.
+    root = make_folder(tmp_path / "own", ROWS, masks={"cats/001": np.zeros((20, 24), np.uint8), "dogs/001": np.ones((20, 24), np.uint8)})
+    config = folder_config(root)
+    index = _index(tmp_path, config)
+    save_label_png(root / "masks" / "dogs" / "001.png", np.full((20, 24), 2, np.uint8))  # still a valid mask
+    with pytest.raises(DatasetError, match=r"(?s)1 of 2 masks are bad:.*the mask of dogs/001 changed since the dataset stage recorded it; run `dvc repro`"):
+        write_masks(tmp_path / "masks.zarr", open_source(config), index, tmp_path / "mask_digests.zarr")
+    assert not (tmp_path / "masks.zarr").exists()
+    write_mask_digests(tmp_path / "mask_digests.zarr", open_source(config), index)  # what the dataset stage's rerun does
+    write_masks(tmp_path / "masks.zarr", open_source(config), index, tmp_path / "mask_digests.zarr")
+    assert GroundTruth(tmp_path / "masks.zarr").mask("dogs/001").max() == 2
+
+
+def test_a_coco_masks_digest_follows_its_annotations_not_the_other_images(tmp_path):
+    root = make_coco(tmp_path / "coco")
+    before = open_source(coco_config(root))
+    path = root / "annotations/instances_val2014.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["segmentation"][0][0] += 1  # move one polygon vertex of the val image
+    path.write_text(json.dumps(data))
+    after = open_source(coco_config(root))
+    (val_image,) = before.split_ids("val")
+    assert not np.array_equal(before.mask_digest(val_image), after.mask_digest(val_image))
+    assert all(np.array_equal(before.mask_digest(i), after.mask_digest(i)) for i in before.split_ids("train"))

@@ -8,6 +8,7 @@ from typing import Protocol
 import numpy as np
 
 from pipeline.core.errors import DatasetError
+from pipeline.data.images import file_digest
 
 IGNORE = 255  # mask value of pixels that are not scored (VOC's boundary band, COCO's crowd regions)
 MAX_REPORTED = 20  # bad files listed in one error before "... and N more"
@@ -45,6 +46,10 @@ class Source(Protocol):
     def mask(self, image_id: str) -> np.ndarray | None:
         """The ground-truth mask, checked against the image size and the classes; None without one."""
 
+    def mask_digest(self, image_id: str) -> np.ndarray | None:
+        """MD5 (16 uint8) of what the mask is made from (its file, or its annotation records),
+        without decoding it; None without a mask."""
+
 
 def report_problems(problems: Sequence[str], total: int, what: str, max_reported: int = MAX_REPORTED) -> None:
     """One :class:`DatasetError` listing up to ``max_reported`` problems, if there are any."""
@@ -53,6 +58,11 @@ def report_problems(problems: Sequence[str], total: int, what: str, max_reported
         more = f"\n  ... and {len(problems) - max_reported} more" if len(problems) > max_reported else ""
         raise DatasetError(f"{len(problems)} of {total} {what}:\n  {shown}{more}\n"
                            "fix or remove these files (or their entries in the dataset's lists), then rerun")
+
+
+def file_mask_digest(path: Path | None) -> np.ndarray | None:
+    """`Source.mask_digest` of a source whose masks are files: the file's MD5, None without a file."""
+    return None if path is None else file_digest(path.read_bytes())
 
 
 def check_mask(mask: np.ndarray, size: tuple[int, int], num_classes: int, where: str) -> np.ndarray:

@@ -5,7 +5,9 @@ files, or a folder with a labels CSV), decodes and checks every file, and writes
 membership, image-level labels, sizes, whether each image has a mask, and each image's file.
 Later stages read it with :class:`pipeline.data.index.DatasetIndex`, which needs none of
 the format readers here; ground-truth masks live in a store of their own
-(:mod:`pipeline.data.ground_truth`), read by evaluation only.
+(:mod:`pipeline.data.ground_truth`), read by evaluation only. The index records each image
+file's MD5 and a second store each mask's (:func:`write_mask_digests`), so that they, and
+not the folder, are what the stages after the dataset stage depend on.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.core.artifacts import ArtifactWriter
+from pipeline.core.artifacts import Artifact, ArtifactWriter
 from pipeline.core.config import knob
 from pipeline.core.errors import DatasetError
 from pipeline.data import ground_truth
@@ -26,6 +28,8 @@ from pipeline.sources.base import MAX_REPORTED, Source, report_problems
 from pipeline.sources.coco import COCOConfig, COCOSource
 from pipeline.sources.folder import FolderConfig, FolderSource
 from pipeline.sources.voc import VOCConfig, VOCSource
+
+MASK_DIGESTS_KIND = "mask_digests"
 
 
 @dataclass(frozen=True)
@@ -126,12 +130,13 @@ def check_files(source: Source, ids: Sequence[str], progress: Callable[[Sequence
     return records
 
 
-def write_index(path: str | os.PathLike, config: DatasetConfig, progress=None) -> dict:
+def write_index(path: str | os.PathLike, config: DatasetConfig, progress=None, source: Source | None = None) -> dict:
     """Index the configured splits into a store; returns a summary.
 
     Every file is decoded and checked (:func:`check_files`) before the store is committed.
+    ``source``: the opened ``config`` source, when the caller has it already.
     """
-    source = open_source(config)
+    source = source or open_source(config)
     ids, membership = split_membership(source, config)
     records = check_files(source, ids, progress, check_masks=False)
     attrs = {"class_names": list(source.class_names), "splits": list(config.splits), "root": str(config.root),
@@ -153,22 +158,49 @@ def write_index(path: str | os.PathLike, config: DatasetConfig, progress=None) -
             "masks": int(sum(r.has_mask for r in records))}
 
 
-def write_masks(path: str | os.PathLike, source: Source, index: DatasetIndex,
+def _mask_ids(index: DatasetIndex) -> list[str]:
+    return [index.ids[p] for p in np.flatnonzero(index.has_mask)]
+
+
+def write_mask_digests(path: str | os.PathLike, source: Source, index: DatasetIndex,
+                       progress: Callable[[Sequence[str]], Iterable[str]] | None = None) -> int:
+    """Record the MD5 of every indexed mask's source (:meth:`Source.mask_digest`) in a store of
+    its own; returns how many. The dataset stage writes it beside the index, so that only that
+    stage lists the dataset folder in dvc.yaml: the masks stage depends on these digests, and a
+    mask edit reruns what reads masks, never the stages that depend on the index alone."""
+    ids = _mask_ids(index)
+    with ArtifactWriter(path, MASK_DIGESTS_KIND, ids) as out:
+        out.create("md5", (16,), "uint8")
+        for row, image_id in enumerate(progress(ids) if progress else ids):
+            out.write("md5", row, source.mask_digest(image_id))
+    return len(ids)
+
+
+def write_masks(path: str | os.PathLike, source: Source, index: DatasetIndex, digests: str | os.PathLike,
                 progress: Callable[[Sequence[str]], Iterable[str]] | None = None) -> int:
     """Store the mask of every indexed image that has one, as uint8 padded to the largest.
     Returns how many were stored (zero is a valid, empty store).
 
-    Every mask is checked against its image and the classes; all bad ones are reported together
-    and nothing is written.
+    Every mask is checked against its image and the classes, and against the digest the
+    dataset stage recorded (``digests``, :func:`write_mask_digests`): a mask edited since then
+    is refused, since DVC reruns the dataset stage, not this one, when the folder changes. All
+    bad ones are reported together and nothing is written.
     """
+    ids = _mask_ids(index)
+    recorded = Artifact(digests, MASK_DIGESTS_KIND)
+    if recorded.ids != ids:
+        raise DatasetError(f"{digests} lists other masks than {index.store.path} has; rerun the dataset stage (`dvc repro dataset`)")
+    expected = recorded.read_all("md5")
     positions = np.flatnonzero(index.has_mask)
-    ids = [index.ids[p] for p in positions]
     max_shape = tuple(int(v) for v in index.sizes[positions].max(axis=0)) if len(ids) else (1, 1)
     problems: list[str] = []
     with ArtifactWriter(path, ground_truth.KIND, list(ids)) as out:
         out.create("masks", max_shape, "uint8", max_shape=True)
         for row, image_id in enumerate(progress(ids) if progress else ids):
             try:
+                if not np.array_equal(source.mask_digest(image_id), expected[row]):
+                    raise DatasetError(f"the mask of {image_id} changed since the dataset stage recorded it; "
+                                       "run `dvc repro` (it reruns the dataset stage first)")
                 out.write("masks", row, source.mask(image_id))
             except DatasetError as error:
                 problems.append(str(error))

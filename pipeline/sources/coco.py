@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline.core.config import knob
 from pipeline.core.errors import DatasetError
+from pipeline.data.images import file_digest
 from pipeline.sources.base import IGNORE, class_names_file
 
 BOUNDS_TOLERANCE = 1.0  # px a polygon vertex may lie past the image border (COCO's own stay within half a pixel)
@@ -220,3 +221,9 @@ class COCOSource:
     def mask(self, image_id: str) -> np.ndarray:
         image = self._images[image_id]
         return rasterise(image.annotations, image.height, image.width)
+
+    def mask_digest(self, image_id: str) -> np.ndarray:
+        # The mask is drawn from the image's annotation records at its size: their canonical JSON.
+        image = self._images[image_id]
+        records = json.dumps([image.height, image.width, image.annotations], sort_keys=True, separators=(",", ":"))
+        return file_digest(records.encode())

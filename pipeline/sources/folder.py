@@ -25,7 +25,7 @@ from pipeline.core.config import knob
 from pipeline.core.errors import DatasetError
 from pipeline.data.images import image_size
 from pipeline.data.label_maps import load_label_png
-from pipeline.sources.base import check_mask, class_names_file
+from pipeline.sources.base import check_mask, class_names_file, file_mask_digest
 
 HEADER = ["image", "split", "labels"]
 
@@ -133,6 +133,10 @@ class FolderSource:
 
     def has_mask(self, image_id: str) -> bool:
         return self._mask_path(image_id).is_file()
+
+    def mask_digest(self, image_id: str) -> np.ndarray | None:
+        path = self._mask_path(image_id)
+        return file_mask_digest(path if path.is_file() else None)
 
     def mask(self, image_id: str) -> np.ndarray | None:
         path = self._mask_path(image_id)

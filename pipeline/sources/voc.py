@@ -36,7 +36,7 @@ from pipeline.core.config import knob
 from pipeline.core.errors import DatasetError
 from pipeline.data.images import image_size, read_image
 from pipeline.data.label_maps import load_label_png
-from pipeline.sources.base import IGNORE, check_mask, class_names_file
+from pipeline.sources.base import IGNORE, check_mask, class_names_file, file_mask_digest
 
 VOC_CLASSES: tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -115,6 +115,9 @@ class VOCSource:
     def has_mask(self, image_id: str) -> bool:
         """Whether the image has a label mask, without reading it."""
         return self._mask_path(image_id) is not None
+
+    def mask_digest(self, image_id: str) -> np.ndarray | None:
+        return file_mask_digest(self._mask_path(image_id))
 
     def labels(self, image_id: str) -> np.ndarray:
         """Multi-hot uint8 vector of length K: XML objects, else mask classes, else all zero."""
