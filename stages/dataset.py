@@ -1,14 +1,18 @@
 """dataset stage: index the configured dataset (VOC layout, COCO or folder + CSV) into data/dataset.zarr."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from pipeline.core.progress import progress
 from pipeline.data.index import DatasetIndex
 from pipeline.sources.build_index import DatasetConfig, open_source, write_index, write_mask_digests
-from stages.runner.paths import DATASET, MASK_DIGESTS
+from stages.runner.paths import DATASET
 from stages.runner.spec import StageResult
 from stages.runner.stage import Stage
 
 OUTPUT = DATASET
+# The masks stage reads it; declared here, not in stages/runner/paths.py, which every stage depends on.
+MASK_DIGESTS = Path("data/mask_digests.zarr")
 
 
 def run(stage: Stage) -> StageResult:

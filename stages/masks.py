@@ -5,7 +5,8 @@ from pipeline.core.errors import InputError
 from pipeline.core.progress import progress
 from pipeline.data.index import DatasetIndex
 from pipeline.sources.build_index import DatasetConfig, open_source, write_masks
-from stages.runner.paths import DATASET, MASK_DIGESTS, MASKS
+from stages.dataset import MASK_DIGESTS
+from stages.runner.paths import DATASET, MASKS
 from stages.runner.spec import StageResult
 from stages.runner.stage import Stage
 

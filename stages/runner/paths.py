@@ -3,7 +3,6 @@ from pathlib import Path
 
 SYNTHETIC = Path("data/synthetic")
 DATASET = Path("data/dataset.zarr")
-MASK_DIGESTS = Path("data/mask_digests.zarr")
 MASKS = Path("data/masks.zarr")
 CLASSIFIER = Path("data/models/classifier.pt")
 CAMS = Path("data/cams.zarr")
