@@ -99,12 +99,22 @@ def _machine() -> str:
     return f"{model} ({isa}, {os.cpu_count()} cores)"
 
 
+def _up_to_date() -> bool:
+    """`dvc status` has nothing to report: the workspace's outputs are its own run's."""
+    return json.loads(_run(["dvc", "status", "--json"]) or "{}") == {}
+
+
+def _bands(per_run: list[dict[str, float | None]]) -> dict[str, dict]:
+    """The spread of each headline figure that every run has."""
+    return {f.label: bands.spread([run[f.label] for run in per_run]) for f in bands.HEADLINE if all(run[f.label] is not None for run in per_run)}
+
+
 def _is_workspace_run(seed: int) -> bool:
     """The workspace's params use ``seed`` for every varied key, and its outputs are up to date."""
     workspace = yaml.safe_load((ROOT / "params.yaml").read_text())
     if any(workspace[key.split(".")[0]][key.split(".")[1]] != seed for key in bands.VARIED):
         return False
-    return json.loads(_run(["dvc", "status", "--json"]) or "{}") == {}
+    return _up_to_date()
 
 
 def _measured_earlier(seed: int) -> dict | None:
@@ -134,7 +144,7 @@ def seeds(values: list[int], write: bool) -> None:
         restored = not any(t["stage"] == "train_cls" for t in timings)  # the seed's first stage came from the run-cache
         runs.append(_measured_earlier(seed) or run if restored else run)
         per_run.append(figures)
-    figures = {f.label: bands.spread([run[f.label] for run in per_run]) for f in bands.HEADLINE if all(run[f.label] is not None for run in per_run)}
+    figures = _bands(per_run)
     print("| metric | " + " | ".join(f"seed {s}" for s in values) + f" | mean ± std (n={len(values)}) |")
     print("|---|" + "---|" * (len(values) + 1))
     for label, band in figures.items():
@@ -151,15 +161,15 @@ def seeds(values: list[int], write: bool) -> None:
         print(f"wrote {bands.EXPECTED} and the README's results block", file=sys.stderr)
 
 
-# Each training seed on its own: the params key, and the figures it can move (the others are
-# upstream of its stage, so they must not move; the table shows that they do not).
+# Each training seed on its own, by its params key. Figures upstream of its stage must not move;
+# the table shows that they do not.
 SOURCES = {"classifier": "train_cls.seed", "affinitynet": "train_aff.seed", "segmenter": "train_seg.seed"}
 
 
 def sources(names: list[str], values: list[int]) -> None:
     """Where the spread enters: each of ``names``' seeds varied alone over ``values``, the other
     two kept at the workspace's, beside the workspace's own run (which must be up to date)."""
-    if json.loads(_run(["dvc", "status", "--json"]) or "{}") != {}:
+    if not _up_to_date():
         sys.exit("the workspace's run is not up to date (dvc status); run dvc repro first, since it is every source's first run")
     workspace = yaml.safe_load((ROOT / "params.yaml").read_text())
     base = bands.read_figures(ROOT)
@@ -172,7 +182,7 @@ def sources(names: list[str], values: list[int]) -> None:
         for seed in seeds_run[1:]:
             with tempfile.TemporaryDirectory() as folder:
                 per_run.append(run_experiment(f"spread-{name}-seed{seed}", {key: seed}, Path(folder)))
-        columns[name] = {f.label: bands.spread([run[f.label] for run in per_run]) for f in bands.HEADLINE if all(run[f.label] is not None for run in per_run)}
+        columns[name] = _bands(per_run)
         print(f"{name} ({key}): seeds {seeds_run}", file=sys.stderr)
     print("| figure | " + " | ".join(f"{name} seed alone" for name in names) + " |")
     print("|---|" + "---|" * len(names))
