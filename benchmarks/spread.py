@@ -5,12 +5,15 @@
     python benchmarks/spread.py sources               # the AffinityNet seed alone, then the segmenter seed alone
     python benchmarks/spread.py variants              # two other synthetic datasets (settings and seeds)
     python benchmarks/spread.py methods               # every explanation method that runs on the default model
+    python benchmarks/spread.py crf --set peak_fraction=0,0.15   # the seed runs' CRF labels under other crf settings
 
 Each configuration is one `dvc exp run --temp` (the workspace is left alone; stages whose
 inputs did not change come from the DVC cache), named `spread-<config>`, so `dvc exp show`
 lists them afterwards; a seed equal to the workspace's own, with `dvc status` clean, is read from
 the workspace instead (its metrics and metrics/timings/). The script prints Markdown tables: mean ± std (sample std, n - 1)
-over the seeds, and seed -> CRF -> random walk per dataset variant. With ``--write`` the seeds'
+over the seeds, and seed -> CRF -> random walk per dataset variant. The crf mode reruns nothing
+through DVC: it recomputes the CRF's confident labels of each seed run's stored seeds (from the
+DVC cache) under other `crf` settings, minutes where a seed run takes half an hour. With ``--write`` the seeds'
 spread becomes the expected bands (metrics/expected.json, see stages/bands.py) and the README's
 results block is rendered from them. Run it on a committed workspace: an experiment starts from
 HEAD plus the workspace's changes, and the bands record HEAD as the commit that made them.
@@ -18,6 +21,7 @@ HEAD plus the workspace's changes, and the bands record HEAD as the commit that 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,6 +166,62 @@ def seeds(values: list[int], write: bool) -> None:
         print(f"wrote {bands.EXPECTED} and the README's results block", file=sys.stderr)
 
 
+def _stored_cams(seed: int, folder: Path) -> Path:
+    """The cams store of ``seed``'s run (the workspace's own, or experiment `spread-seed<seed>`),
+    linked file by file from the DVC cache into ``folder``."""
+    if _is_workspace_run(seed):
+        lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    elif _experiment_ref(f"spread-seed{seed}"):
+        lock = yaml.safe_load(_run(["git", "show", f"{_experiment_ref(f'spread-seed{seed}')}:dvc.lock"]))
+    else:
+        sys.exit(f"no run of seed {seed}: run `python benchmarks/spread.py seeds --seeds {seed}` first")
+    digest = next(dep["md5"] for dep in lock["stages"]["crf_labels"]["deps"] if dep["path"] == "data/cams.zarr")
+    cache = ROOT / ".dvc/cache/files/md5"
+    store = folder / f"cams_seed{seed}.zarr"
+    for entry in json.loads((cache / digest[:2] / digest[2:]).read_text()):
+        (store / entry["relpath"]).parent.mkdir(parents=True, exist_ok=True)
+        (store / entry["relpath"]).symlink_to(cache / entry["md5"][:2] / entry["md5"][2:])
+    return store
+
+
+def crf_settings(key: str, values: list[str], seed_values: list[int], limit: int | None) -> None:
+    """CRF confident mIoU and coverage over the seed runs with ``crf.<key>`` at each value, the
+    rest of the crf section as in params.yaml, on the first ``limit`` images of cams.splits."""
+    from pipeline.core.artifacts import Artifact
+    from pipeline.data.ground_truth import GroundTruth
+    from pipeline.data.index import DatasetIndex
+    from pipeline.evaluation.pseudo_labels import SegmentationScore
+    from pipeline.refine.confident import CRFConfig, confident_labels_many
+    from pipeline.seeds.stored import cam_positions, full_resolution_seeds
+    from stages.runner import params as P
+
+    base = P.section(P.load(ROOT / "params.yaml"), "crf", CRFConfig)
+    configs = {value: dataclasses.replace(base, **{key: type(getattr(base, key))(yaml.safe_load(value))}) for value in values}
+    index, truth = DatasetIndex(ROOT / "data/dataset.zarr"), GroundTruth(ROOT / "data/masks.zarr")
+    figures: dict[str, list[tuple[float, float]]] = {value: [] for value in values}
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in seed_values:
+            cams = Artifact(_stored_cams(seed, Path(folder)), "cams")
+            positions = cam_positions(index, cams)
+            rows = [row for row in range(len(positions))[:limit] if cams.ids[row] in truth]
+            images = [index.image(positions[row]) for row in rows]
+            seeds, labels = zip(*(full_resolution_seeds(cams, row, image.shape[:2]) for row, image in zip(rows, images)))
+            targets = list(truth.masks([cams.ids[row] for row in rows]))
+            for value, config in configs.items():
+                score = SegmentationScore(index.num_classes + 1)
+                for label_map, target in zip(confident_labels_many(images, seeds, labels, config), targets):
+                    score.add(label_map, target)
+                figures[value].append((100 * float(np.nanmean(score.confident_iou())), 100 * score.coverage()))
+                print(f"seed {seed}, crf.{key} {value}: CRF confident mIoU {figures[value][-1][0]:.1f}, "
+                      f"coverage {figures[value][-1][1]:.1f} % ({len(rows)} images)", file=sys.stderr)
+    print(f"| crf.{key} | " + " | ".join(f"seed {s}" for s in seed_values) + f" | CRF confident mIoU, mean ± std (n={len(seed_values)}) | coverage % |")
+    print("|---|" + "---|" * (len(seed_values) + 2))
+    for value, per_seed in figures.items():
+        miou, coverage = (bands.spread([run[i] for run in per_seed]) for i in (0, 1))
+        print(f"| {value} | " + " | ".join(f"{m:.1f}" for m, _ in per_seed) +
+              f" | {miou['mean']:.1f} ± {miou['std']:.1f} | {coverage['mean']:.1f} ± {coverage['std']:.1f} |")
+
+
 # Each training seed on its own, by its params key. Figures upstream of its stage must not move;
 # the table shows that they do not.
 SOURCES = {"classifier": "train_cls.seed", "affinitynet": "train_aff.seed", "segmenter": "train_seg.seed"}
@@ -248,8 +309,15 @@ def main() -> None:
     variant_parser.add_argument("--names", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     method_parser = sub.add_parser("methods", help="the default pipeline with each explanation method as cams.method")
     method_parser.add_argument("--names", nargs="+", default=None, help="default: every method that runs on the demo hybrid")
+    crf_parser = sub.add_parser("crf", help="the seed runs' CRF confident labels under other crf settings, from the DVC cache")
+    crf_parser.add_argument("--set", required=True, metavar="KEY=V1,V2", help="a crf key and its values, e.g. peak_fraction=0,0.15")
+    crf_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    crf_parser.add_argument("--images", type=int, default=None, help="the first N images of each run (default: all)")
     args = parser.parse_args()
-    if args.mode == "seeds":
+    if args.mode == "crf":
+        key, _, values = args.set.partition("=")
+        crf_settings(key, values.split(","), args.seeds, args.images)
+    elif args.mode == "seeds":
         seeds(args.seeds, args.write)
     elif args.mode == "sources":
         sources(args.names, args.seeds)

@@ -3,7 +3,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.refine.confident import CRFConfig, confident_labels, confident_labels_many
+from pipeline.refine.confident import CRFConfig, calibrate_peaks, confident_labels, confident_labels_many
 from pipeline.refine.dense_crf import dense_crf, scaled_to
 from tests.configs import project_config
 
@@ -52,6 +52,31 @@ def test_clean_square_is_foreground_and_corners_background():
     assert np.all(out[14:34, 14:34] == 3)
     for corner in (out[:6, :6], out[:6, -6:], out[-6:, :6], out[-6:, -6:]):
         assert np.all(corner == 0)
+
+
+def test_calibrate_peaks_divides_each_seed_by_the_mean_of_its_top_pixels():
+    seeds = np.random.default_rng(0).random((2, 10, 10)).astype(np.float32)
+    out = calibrate_peaks(seeds, 0.1)
+    assert out.dtype == np.float32 and out.shape == seeds.shape
+    for seed, got in zip(seeds.astype(np.float64), out):
+        peak = np.sort(seed.ravel())[-10:].mean()  # the 10 highest of 100 pixels
+        # float32: the peak rounded once and one division, each within 6e-8 relative
+        np.testing.assert_allclose(got, np.minimum(seed / peak, 1.0), rtol=1e-6)
+    # A peak is a scale: quarter seeds (exact in float32) give the same calibrated seeds.
+    np.testing.assert_allclose(calibrate_peaks(seeds / 4, 0.1), out, rtol=1e-6)
+    assert calibrate_peaks(seeds, 0.0) is seeds  # 0: the reference's single maximum, untouched
+    assert calibrate_peaks(np.zeros((1, 4, 4), np.float32), 0.1).max() == 0  # an empty seed stays empty
+
+
+def test_a_seed_peaking_on_a_corner_of_the_object_labels_all_of_it_once_calibrated():
+    image, _, labels = _square_case()
+    seed = np.zeros((1, SIZE, SIZE), np.float32)
+    seed[0, 12:36, 12:36] = 0.2  # the square, far below the peak ...
+    seed[0, 12:16, 12:16] = 1.0  # ... on one corner of it
+    square = (slice(12, 36), slice(12, 36))
+    single = confident_labels(image, seed, labels, dataclasses.replace(PARAMS, peak_fraction=0.0))[square]
+    calibrated = confident_labels(image, seed, labels, dataclasses.replace(PARAMS, peak_fraction=0.15))[square]
+    assert (single == labels[0]).mean() < 0.3 and (calibrated == labels[0]).mean() > 0.9
 
 
 def test_values_are_background_classes_or_neutral():

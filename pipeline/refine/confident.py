@@ -26,6 +26,8 @@ class CRFConfig(CRFKernels):
 
     alpha_low: float = knob("confident foreground: background score (1 - max seed) ** alpha_low", 0.0, 1000.0)
     alpha_high: float = knob("confident background: background score (1 - max seed) ** alpha_high", 0.0, 1000.0)
+    peak_fraction: float = knob("each seed is first divided by the mean of its top peak_fraction of pixels, clipped at 1; "
+                                "0 keeps the single maximum (the reference)", 0.0, 1.0)
     workers: int = knob("processes for the CRFs of different images (results do not depend on it)", 1, 256)
 
 
@@ -33,6 +35,25 @@ def _average_pool(maps: np.ndarray, cell: int) -> np.ndarray:
     """Mean over non-overlapping cell x cell blocks of (L, H, W) maps (H, W multiples of cell)."""
     n, height, width = maps.shape
     return maps.reshape(n, height // cell, cell, width // cell, cell).mean(axis=(2, 4))
+
+
+def calibrate_peaks(seeds: np.ndarray, fraction: float) -> np.ndarray:
+    """(C, H, W) seeds, each divided by the mean of its highest ``fraction`` of pixels and clipped
+    at 1; ``fraction`` 0 returns them unchanged.
+
+    Seeds normalised by their single maximum hang on one token: a classifier whose relevance
+    peaks on a small part of an object leaves the rest of it far below the peak, where
+    (1 - max) ** alpha_low calls it background. The mean of the top pixels is a peak many
+    pixels agree on (docs/reproducibility.md, "Where the spread enters").
+    """
+    if fraction == 0 or seeds.shape[0] == 0:
+        return seeds
+    flat = seeds.reshape(seeds.shape[0], -1)
+    count = max(1, int(round(fraction * flat.shape[1])))
+    top = -np.partition(-flat, count - 1, axis=1)[:, :count]  # each seed's `count` highest pixels
+    peak = top.mean(axis=1, dtype=np.float64).astype(np.float32)
+    scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
+    return np.minimum(seeds / scale[:, None, None], 1.0).astype(np.float32)
 
 
 def confident_labels(
@@ -46,7 +67,8 @@ def confident_labels(
 
     `seeds` (C, H, W) are the C present classes' seeds in [0, 1] (each normalised by its
     own max) at image resolution; `class_labels` (C,) their label values (1..254).
-    Two CRFs run on [background, classes] with background (1 - max)^alpha_low and
+    They are first rescaled by :func:`calibrate_peaks` with ``params.peak_fraction``. Two CRFs
+    run on [background, classes] with background (1 - max)^alpha_low and
     (1 - max)^alpha_high. A pixel is the low-alpha argmax class where that is a class
     (confident foreground), 0 where the high-alpha argmax is background (confident
     background, which wins where both hold, as in the reference), otherwise 255.
@@ -69,6 +91,7 @@ def confident_labels(
         raise ValueError(f"pool must be >= 1 and divide the image size {height}x{width}, got {pool}")
     if labels.size == 0:
         return np.zeros((height // pool, width // pool), np.uint8)
+    seeds = calibrate_peaks(seeds, params.peak_fraction)
     low = _average_pool(dense_crf(image, seed_scores(seeds, params.alpha_low), params), pool).argmax(axis=0)
     high = _average_pool(dense_crf(image, seed_scores(seeds, params.alpha_high), params), pool).argmax(axis=0)
     lookup = np.concatenate([[NEUTRAL], labels]).astype(np.uint8)  # low-alpha background -> neutral
