@@ -169,12 +169,11 @@ def seeds(values: list[int], write: bool) -> None:
 def _stored_cams(seed: int, folder: Path) -> Path:
     """The cams store of ``seed``'s run (the workspace's own, or experiment `spread-seed<seed>`),
     linked file by file from the DVC cache into ``folder``."""
-    if _is_workspace_run(seed):
-        lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
-    elif _experiment_ref(f"spread-seed{seed}"):
-        lock = yaml.safe_load(_run(["git", "show", f"{_experiment_ref(f'spread-seed{seed}')}:dvc.lock"]))
-    else:
+    workspace = _is_workspace_run(seed)
+    ref = None if workspace else _experiment_ref(f"spread-seed{seed}")
+    if ref is None and not workspace:
         sys.exit(f"no run of seed {seed}: run `python benchmarks/spread.py seeds --seeds {seed}` first")
+    lock = yaml.safe_load(_run(["git", "show", f"{ref}:dvc.lock"]) if ref else (ROOT / "dvc.lock").read_text())
     digest = next(dep["md5"] for dep in lock["stages"]["crf_labels"]["deps"] if dep["path"] == "data/cams.zarr")
     cache = ROOT / ".dvc/cache/files/md5"
     store = folder / f"cams_seed{seed}.zarr"
