@@ -3,7 +3,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.refine.confident import CRFConfig, calibrate_peaks, confident_labels, confident_labels_many
+from pipeline.refine.calibration import calibrate_peaks
+from pipeline.refine.confident import CRFConfig, confident_labels, confident_labels_many
 from pipeline.refine.dense_crf import dense_crf, scaled_to
 from tests.configs import project_config
 

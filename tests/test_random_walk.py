@@ -100,7 +100,7 @@ def test_walk_spreads_seed_over_its_region_only():
         affinity[p] = np.where(partner == region, 1.0, 1e-3)
     cams = np.zeros((1, h, w), np.float32)
     cams[0, :, :4] = 1.0  # the seed covers 2/3 of the left region; the rest starts as background
-    mask = refine(cams, [7], affinity, offsets, RandomWalkConfig(beta=8, steps=64, alpha=4), out_size=(h * 2, w * 2))
+    mask = refine(cams, [7], affinity, offsets, RandomWalkConfig(beta=8, steps=64, alpha=4, peak_fraction=0.0), out_size=(h * 2, w * 2))
     assert mask.dtype == np.uint8 and mask.shape == (16, 24)
     assert set(np.unique(mask)) == {0, 7}
     assert np.all(mask[:, :10] == 7)  # the whole left region (away from the boundary)
@@ -113,10 +113,27 @@ def test_refine_without_walk_is_the_seed_argmax_and_empty_is_background():
     cams = np.zeros((2, 4, 4), np.float32)
     cams[0, :2, :2] = 1.0
     cams[1, 2:, 2:] = 1.0
-    mask = refine(cams, [3, 9], affinity, offsets, RandomWalkConfig(beta=1, steps=0, alpha=1), out_size=(4, 4))
+    mask = refine(cams, [3, 9], affinity, offsets, RandomWalkConfig(beta=1, steps=0, alpha=1, peak_fraction=0.0), out_size=(4, 4))
     expected = np.zeros((4, 4), np.uint8)
     expected[:2, :2] = 3
     expected[2:, 2:] = 9
     np.testing.assert_array_equal(mask, expected)
-    empty = refine(np.zeros((0, 4, 4)), [], affinity, offsets, RandomWalkConfig(beta=1, steps=3, alpha=1), out_size=(5, 6))
+    empty = refine(np.zeros((0, 4, 4)), [], affinity, offsets, RandomWalkConfig(beta=1, steps=3, alpha=1, peak_fraction=0.0), out_size=(5, 6))
     assert empty.shape == (5, 6) and not empty.any()
+
+
+def test_walk_reads_seeds_calibrated_by_their_top_pixels():
+    # An object (4 x 4 of an 8 x 8 grid) whose seed is 0.3 but for one token at 1.0: divided by
+    # its single maximum, background (1 - 0.3) ** 1 beats it everywhere but on that token;
+    # divided by the mean of its top quarter (the object's 16 tokens, 0.34) it holds the object.
+    offsets = half_disc_offsets(2)
+    affinity = np.ones((len(offsets), 8, 8))
+    cams = np.zeros((1, 8, 8), np.float32)
+    cams[0, 2:6, 2:6] = 0.3
+    cams[0, 2, 2] = 1.0
+    single = refine(cams, [5], affinity, offsets, RandomWalkConfig(beta=1, steps=0, alpha=1, peak_fraction=0.0), out_size=(8, 8))
+    calibrated = refine(cams, [5], affinity, offsets, RandomWalkConfig(beta=1, steps=0, alpha=1, peak_fraction=0.25), out_size=(8, 8))
+    assert np.argwhere(single == 5).tolist() == [[2, 2]]
+    expected = np.zeros((8, 8), np.uint8)
+    expected[2:6, 2:6] = 5
+    np.testing.assert_array_equal(calibrated, expected)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.core.config import knob
+from pipeline.refine.calibration import calibrate_peaks
 from pipeline.refine.dense_crf import CRFKernels, check_image, dense_crf, for_image
 from pipeline.seeds.stored import seed_scores
 
@@ -35,25 +36,6 @@ def _average_pool(maps: np.ndarray, cell: int) -> np.ndarray:
     """Mean over non-overlapping cell x cell blocks of (L, H, W) maps (H, W multiples of cell)."""
     n, height, width = maps.shape
     return maps.reshape(n, height // cell, cell, width // cell, cell).mean(axis=(2, 4))
-
-
-def calibrate_peaks(seeds: np.ndarray, fraction: float) -> np.ndarray:
-    """(C, H, W) seeds, each divided by the mean of its highest ``fraction`` of pixels and clipped
-    at 1; ``fraction`` 0 returns them unchanged.
-
-    Seeds normalised by their single maximum hang on one token: a classifier whose relevance
-    peaks on a small part of an object leaves the rest of it far below the peak, where
-    (1 - max) ** alpha_low calls it background. The mean of the top pixels is a peak many
-    pixels agree on (docs/reproducibility.md, "Where the spread enters").
-    """
-    if fraction == 0 or seeds.shape[0] == 0:
-        return seeds
-    flat = seeds.reshape(seeds.shape[0], -1)
-    count = max(1, int(round(fraction * flat.shape[1])))
-    top = -np.partition(-flat, count - 1, axis=1)[:, :count]  # each seed's `count` highest pixels
-    peak = top.mean(axis=1, dtype=np.float64).astype(np.float32)
-    scale = np.where(peak > 0, peak, 1.0).astype(np.float32)
-    return np.minimum(seeds / scale[:, None, None], 1.0).astype(np.float32)
 
 
 def confident_labels(

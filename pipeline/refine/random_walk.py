@@ -15,6 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from pipeline.core.config import knob
+from pipeline.refine.calibration import calibrate_peaks
 from pipeline.seeds.maps import upsample
 from pipeline.seeds.stored import seed_scores
 
@@ -26,6 +27,8 @@ class RandomWalkConfig:
     beta: float = knob("affinities are raised to beta before normalising (sharper walk)", 1.0, 256.0)
     steps: int = knob("t: the walk applies T ** t", 0)
     alpha: float = knob("background score (1 - max seed) ** alpha of the walked seeds", 0.0, 1000.0)
+    peak_fraction: float = knob("each seed is first divided by the mean of its top peak_fraction of pixels, clipped at 1; "
+                                "0 keeps the single maximum (the reference)", 0.0, 1.0)
 
 
 def transition_matrix(affinity: np.ndarray, offsets: Sequence[tuple[int, int]], beta: float) -> sp.csr_matrix:
@@ -90,9 +93,10 @@ def refine(
     """Seeds -> random walk -> pseudo-mask: uint8 (H, W) with 0 = background, else the class label.
 
     `cams` (C, gh, gw) are the present classes' seeds in [0, 1] (each normalised by its own max),
-    `class_labels` (C,) their label values (1..K). Seeds are resized bilinearly to the affinity
-    grid (h, w) if they differ, background (1 - max)^alpha is added, the walk runs on the grid,
-    and the walked scores are upsampled bilinearly to `out_size` before the argmax.
+    `class_labels` (C,) their label values (1..K). Seeds are rescaled by :func:`calibrate_peaks`
+    with ``config.peak_fraction`` on their own grid, resized bilinearly to the affinity grid
+    (h, w) if they differ, background (1 - max)^alpha is added, the walk runs on the grid, and
+    the walked scores are upsampled bilinearly to `out_size` before the argmax.
     """
     cams = np.asarray(cams, dtype=np.float32)
     labels = np.asarray(class_labels, dtype=np.int64)
@@ -102,6 +106,7 @@ def refine(
         raise ValueError(f"class labels must be in 1..254, got {labels.tolist()}")
     if cams.shape[0] == 0:
         return np.zeros(out_size, np.uint8)
+    cams = calibrate_peaks(cams, config.peak_fraction)
     grid = tuple(np.asarray(affinity).shape[1:])
     if cams.shape[1:] != grid:
         cams = upsample(torch.from_numpy(cams), grid).numpy()
