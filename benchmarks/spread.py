@@ -6,14 +6,16 @@
     python benchmarks/spread.py variants              # two other synthetic datasets (settings and seeds)
     python benchmarks/spread.py methods               # every explanation method that runs on the default model
     python benchmarks/spread.py crf --set peak_fraction=0,0.15   # the seed runs' CRF labels under other crf settings
+    python benchmarks/spread.py walk --set peak_fraction=0,0.15 --set alpha=4,20   # their random walk, every combination
 
 Each configuration is one `dvc exp run --temp` (the workspace is left alone; stages whose
 inputs did not change come from the DVC cache), named `spread-<config>`, so `dvc exp show`
 lists them afterwards; a seed equal to the workspace's own, with `dvc status` clean, is read from
 the workspace instead (its metrics and metrics/timings/). The script prints Markdown tables: mean ± std (sample std, n - 1)
-over the seeds, and seed -> CRF -> random walk per dataset variant. The crf mode reruns nothing
-through DVC: it recomputes the CRF's confident labels of each seed run's stored seeds (from the
-DVC cache) under other `crf` settings, minutes where a seed run takes half an hour. With ``--write`` the seeds'
+over the seeds, and seed -> CRF -> random walk per dataset variant. The crf and walk modes rerun
+nothing through DVC: they recompute the CRF's confident labels, or the random walk, of each seed
+run's stored seeds and AffinityNet (from the DVC cache) under other `crf` or `random_walk`
+settings, minutes where a seed run takes half an hour. With ``--write`` the seeds'
 spread becomes the expected bands (metrics/expected.json, see stages/bands.py) and the README's
 results block is rendered from them. Run it on a committed workspace: an experiment starts from
 HEAD plus the workspace's changes, and the bands record HEAD as the commit that made them.
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -29,7 +32,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -166,59 +171,156 @@ def seeds(values: list[int], write: bool) -> None:
         print(f"wrote {bands.EXPECTED} and the README's results block", file=sys.stderr)
 
 
-def _stored_cams(seed: int, folder: Path) -> Path:
-    """The cams store of ``seed``'s run (the workspace's own, or experiment `spread-seed<seed>`),
-    linked file by file from the DVC cache into ``folder``."""
-    workspace = _is_workspace_run(seed)
-    ref = None if workspace else _experiment_ref(f"spread-seed{seed}")
-    if ref is None and not workspace:
-        sys.exit(f"no run of seed {seed}: run `python benchmarks/spread.py seeds --seeds {seed}` first")
-    lock = yaml.safe_load(_run(["git", "show", f"{ref}:dvc.lock"]) if ref else (ROOT / "dvc.lock").read_text())
-    digest = next(dep["md5"] for dep in lock["stages"]["crf_labels"]["deps"] if dep["path"] == "data/cams.zarr")
+def _run_lock(run: str) -> dict:
+    """dvc.lock of a finished run: ``seed<N>`` is the workspace's own run when its params use that
+    seed and it is up to date, else experiment `spread-seed<N>`; any other name, experiment
+    `spread-<name>` (a dataset variant)."""
+    seed = run.removeprefix("seed")
+    if run.startswith("seed") and seed.isdigit() and _is_workspace_run(int(seed)):
+        return yaml.safe_load((ROOT / "dvc.lock").read_text())
+    ref = _experiment_ref(f"spread-{run}")
+    if ref is None:
+        mode = f"seeds --seeds {seed}" if run.startswith("seed") else f"variants --names {run}"
+        sys.exit(f"no run '{run}': run `python benchmarks/spread.py {mode}` first")
+    return yaml.safe_load(_run(["git", "show", f"{ref}:dvc.lock"]))
+
+
+def _cached_dep(lock: dict, stage: str, path: str, link: Path) -> Path:
+    """``stage``'s dep ``path`` as ``lock`` records it, linked from the DVC cache at ``link``
+    (a folder, such as a store, file by file)."""
+    digest = next(dep["md5"] for dep in lock["stages"][stage]["deps"] if dep["path"] == path)
     cache = ROOT / ".dvc/cache/files/md5"
-    store = folder / f"cams_seed{seed}.zarr"
+    if not digest.endswith(".dir"):
+        link.symlink_to(cache / digest[:2] / digest[2:])
+        return link
     for entry in json.loads((cache / digest[:2] / digest[2:]).read_text()):
-        (store / entry["relpath"]).parent.mkdir(parents=True, exist_ok=True)
-        (store / entry["relpath"]).symlink_to(cache / entry["md5"][:2] / entry["md5"][2:])
-    return store
+        (link / entry["relpath"]).parent.mkdir(parents=True, exist_ok=True)
+        (link / entry["relpath"]).symlink_to(cache / entry["md5"][:2] / entry["md5"][2:])
+    return link
 
 
-def crf_settings(key: str, values: list[str], seed_values: list[int], limit: int | None) -> None:
-    """CRF confident mIoU and coverage over the seed runs with ``crf.<key>`` at each value, the
-    rest of the crf section as in params.yaml, on the first ``limit`` images of cams.splits."""
-    from pipeline.core.artifacts import Artifact
+def _run_truth(lock: dict, folder: Path) -> tuple[Any, Any]:
+    """The dataset index, its images and the ground truth a run was evaluated on, linked from the
+    DVC cache into ``folder`` (a dataset variant's differ from the workspace's)."""
     from pipeline.data.ground_truth import GroundTruth
     from pipeline.data.index import DatasetIndex
+
+    folder.mkdir(parents=True)
+    index = DatasetIndex(_cached_dep(lock, "evaluate", "data/dataset.zarr", folder / "dataset.zarr"))
+    if any(dep["path"] == str(index.root) for dep in lock["stages"]["dataset"]["deps"]):  # a tracked folder, e.g. data/synthetic
+        index.root = _cached_dep(lock, "dataset", str(index.root), folder / "images")
+    return index, GroundTruth(_cached_dep(lock, "evaluate", "data/masks.zarr", folder / "masks.zarr"))
+
+
+def _settings(section: str, cls: type, options: list[str]) -> dict[str, Any]:
+    """One config per combination of the ``KEY=V1,V2`` options, the rest of ``section`` as in
+    params.yaml, labelled like ``peak_fraction 0.15, alpha 4``."""
+    from stages.runner import params as P
+
+    base = P.section(P.load(ROOT / "params.yaml"), section, cls)
+    hints = typing.get_type_hints(cls)
+    parsed = []
+    for option in options:
+        key, _, values = option.partition("=")
+        if key not in hints or not values:
+            sys.exit(f"--set {option}: give KEY=V1,V2 with KEY one of {section}'s keys ({', '.join(hints)})")
+        parsed.append((key, [yaml.safe_load(value) for value in values.split(",")]))
+    configs = {}
+    for combination in itertools.product(*(values for _, values in parsed)):
+        changes = {key: hints[key](value) if hints[key] in (int, float) else value for (key, _), value in zip(parsed, combination)}
+        configs[", ".join(f"{key} {value}" for key, value in changes.items())] = dataclasses.replace(base, **changes)
+    return configs
+
+
+def _print_settings(section: str, columns: list[str], figures: dict[str, list[tuple[float, ...]]], runs: list[str]) -> None:
+    """One row per setting: the first column per run, then every column as mean ± std over the runs."""
+    print(f"| {section} | " + " | ".join(runs) + " | " + " | ".join(f"{column}, mean ± std (n={len(runs)})" for column in columns) + " |")
+    print("|---|" + "---|" * (len(runs) + len(columns)))
+    for label, per_seed in figures.items():
+        cells = [bands.spread([run[i] for run in per_seed]) for i in range(len(columns))]
+        print(f"| {label} | " + " | ".join(f"{run[0]:.1f}" for run in per_seed) + " | " +
+              " | ".join(f"{cell['mean']:.1f} ± {cell['std']:.1f}" for cell in cells) + " |")
+
+
+def _scored_rows(cams: Any, positions: np.ndarray, truth: Any, first: int, count: int | None) -> list[int]:
+    """Rows ``first`` .. ``first + count`` of a cams store that have a ground-truth mask."""
+    stop = None if count is None else first + count
+    return [row for row in range(len(positions))[first:stop] if cams.ids[row] in truth]
+
+
+def crf_settings(options: list[str], runs: list[str], first: int, count: int | None) -> None:
+    """CRF confident mIoU and coverage of each of ``runs`` (see :func:`_run_lock`) under each
+    combination of ``crf`` settings, from the runs' stored seeds, on images ``first`` ..
+    ``first + count`` of cams.splits."""
+    from pipeline.core.artifacts import Artifact
     from pipeline.evaluation.pseudo_labels import SegmentationScore
     from pipeline.refine.confident import CRFConfig, confident_labels_many
     from pipeline.seeds.stored import cam_positions, full_resolution_seeds
-    from stages.runner import params as P
 
-    base = P.section(P.load(ROOT / "params.yaml"), "crf", CRFConfig)
-    configs = {value: dataclasses.replace(base, **{key: type(getattr(base, key))(yaml.safe_load(value))}) for value in values}
-    index, truth = DatasetIndex(ROOT / "data/dataset.zarr"), GroundTruth(ROOT / "data/masks.zarr")
-    figures: dict[str, list[tuple[float, float]]] = {value: [] for value in values}
+    configs = _settings("crf", CRFConfig, options)
+    figures: dict[str, list[tuple[float, float]]] = {label: [] for label in configs}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in seed_values:
-            cams = Artifact(_stored_cams(seed, Path(folder)), "cams")
+        for run in runs:
+            lock = _run_lock(run)
+            index, truth = _run_truth(lock, Path(folder) / run)
+            cams = Artifact(_cached_dep(lock, "crf_labels", "data/cams.zarr", Path(folder) / run / "cams.zarr"), "cams")
             positions = cam_positions(index, cams)
-            rows = [row for row in range(len(positions))[:limit] if cams.ids[row] in truth]
+            rows = _scored_rows(cams, positions, truth, first, count)
             images = [index.image(positions[row]) for row in rows]
             seeds, labels = zip(*(full_resolution_seeds(cams, row, image.shape[:2]) for row, image in zip(rows, images)))
             targets = list(truth.masks([cams.ids[row] for row in rows]))
-            for value, config in configs.items():
+            for label, config in configs.items():
                 score = SegmentationScore(index.num_classes + 1)
                 for label_map, target in zip(confident_labels_many(images, seeds, labels, config), targets):
                     score.add(label_map, target)
-                figures[value].append((100 * float(np.nanmean(score.confident_iou())), 100 * score.coverage()))
-                print(f"seed {seed}, crf.{key} {value}: CRF confident mIoU {figures[value][-1][0]:.1f}, "
-                      f"coverage {figures[value][-1][1]:.1f} % ({len(rows)} images)", file=sys.stderr)
-    print(f"| crf.{key} | " + " | ".join(f"seed {s}" for s in seed_values) + f" | CRF confident mIoU, mean ± std (n={len(seed_values)}) | coverage % |")
-    print("|---|" + "---|" * (len(seed_values) + 2))
-    for value, per_seed in figures.items():
-        miou, coverage = (bands.spread([run[i] for run in per_seed]) for i in (0, 1))
-        print(f"| {value} | " + " | ".join(f"{m:.1f}" for m, _ in per_seed) +
-              f" | {miou['mean']:.1f} ± {miou['std']:.1f} | {coverage['mean']:.1f} ± {coverage['std']:.1f} |")
+                figures[label].append((100 * float(np.nanmean(score.confident_iou())), 100 * score.coverage()))
+                print(f"{run}, crf {label}: CRF confident mIoU {figures[label][-1][0]:.1f}, "
+                      f"coverage {figures[label][-1][1]:.1f} % ({len(rows)} images)", file=sys.stderr)
+    _print_settings("crf", ["CRF confident mIoU", "coverage %"], figures, runs)
+
+
+def walk_settings(options: list[str], runs: list[str], first: int, count: int | None) -> None:
+    """Random-walk mIoU of each of ``runs`` under each combination of ``random_walk`` settings,
+    from the runs' stored seeds and AffinityNets, on images ``first`` .. ``first + count`` of
+    cams.splits. The affinities of an image are predicted once for every setting."""
+    import torch
+
+    from pipeline.core.artifacts import Artifact
+    from pipeline.core.progress import progress
+    from pipeline.data.preprocess import normalise, resize_square, to_tensor
+    from pipeline.evaluation.pseudo_labels import SegmentationScore
+    from pipeline.refine.affinity.net import load_affinitynet, predict_affinity
+    from pipeline.refine.affinity.pairs import half_disc_offsets
+    from pipeline.refine.random_walk import RandomWalkConfig, refine
+    from pipeline.seeds.stored import cam_positions, present_class_maps
+
+    configs = _settings("random_walk", RandomWalkConfig, options)
+    figures: dict[str, list[tuple[float]]] = {label: [] for label in configs}
+    with tempfile.TemporaryDirectory() as folder:
+        for run in runs:
+            lock, run_folder = _run_lock(run), Path(folder) / run
+            index, truth = _run_truth(lock, run_folder)
+            cams = Artifact(_cached_dep(lock, "random_walk", "data/cams.zarr", run_folder / "cams.zarr"), "cams")
+            net, meta = load_affinitynet(_cached_dep(lock, "random_walk", "data/models/affinitynet.pt", run_folder / "affinitynet.pt"),
+                                         _cached_dep(lock, "random_walk", "data/models/classifier.pt", run_folder / "classifier.pt"),
+                                         torch.device("cpu"))
+            offsets = half_disc_offsets(meta["radius"])
+            positions = cam_positions(index, cams)
+            rows = _scored_rows(cams, positions, truth, first, count)
+            scores = {label: SegmentationScore(index.num_classes + 1) for label in configs}
+            seeds = zip(cams.iter_rows("cams", rows), cams.iter_rows("labels", rows), truth.masks([cams.ids[row] for row in rows]))
+            for row, (cam, cam_labels, target) in progress(zip(rows, seeds), total=len(rows), desc=run):
+                image = index.image(positions[row])
+                with torch.no_grad():
+                    batch = normalise(to_tensor([resize_square(image, meta["image_size"])]))
+                    affinity = predict_affinity(net, batch, offsets)[0].double().numpy()
+                maps, labels = present_class_maps(cam, cam_labels)
+                for label, config in configs.items():
+                    scores[label].add(refine(maps, labels, affinity, offsets, config, image.shape[:2]), target)
+            for label, score in scores.items():
+                figures[label].append((100 * score.miou(),))
+                print(f"{run}, random_walk {label}: random walk mIoU {figures[label][-1][0]:.1f} ({len(rows)} images)", file=sys.stderr)
+    _print_settings("random_walk", ["random walk mIoU"], figures, runs)
 
 
 # Each training seed on its own, by its params key. Figures upstream of its stage must not move;
@@ -308,14 +410,20 @@ def main() -> None:
     variant_parser.add_argument("--names", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     method_parser = sub.add_parser("methods", help="the default pipeline with each explanation method as cams.method")
     method_parser.add_argument("--names", nargs="+", default=None, help="default: every method that runs on the demo hybrid")
-    crf_parser = sub.add_parser("crf", help="the seed runs' CRF confident labels under other crf settings, from the DVC cache")
-    crf_parser.add_argument("--set", required=True, metavar="KEY=V1,V2", help="a crf key and its values, e.g. peak_fraction=0,0.15")
-    crf_parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    crf_parser.add_argument("--images", type=int, default=None, help="the first N images of each run (default: all)")
+    for mode, section, example, helptext in (
+        ("crf", "crf", "peak_fraction=0,0.15", "the seed runs' CRF confident labels under other crf settings, from the DVC cache"),
+        ("walk", "random_walk", "alpha=4,20", "the seed runs' random walk under other random_walk settings, from the DVC cache"),
+    ):
+        settings_parser = sub.add_parser(mode, help=helptext)
+        settings_parser.add_argument("--set", required=True, action="append", metavar="KEY=V1,V2",
+                                     help=f"a {section} key and its values, e.g. {example}; several --set give every combination")
+        settings_parser.add_argument("--runs", nargs="+", default=[f"seed{n}" for n in range(5)],
+                                     help="seed<N> (`seeds` mode's runs) or a dataset variant (`variants` mode's); default seed0 .. seed4")
+        settings_parser.add_argument("--images", type=int, default=None, help="N images of each run (default: all)")
+        settings_parser.add_argument("--skip", type=int, default=0, help="start after the first SKIP images (another sample)")
     args = parser.parse_args()
-    if args.mode == "crf":
-        key, _, values = args.set.partition("=")
-        crf_settings(key, values.split(","), args.seeds, args.images)
+    if args.mode in ("crf", "walk"):
+        (crf_settings if args.mode == "crf" else walk_settings)(args.set, args.runs, args.skip, args.images)
     elif args.mode == "seeds":
         seeds(args.seeds, args.write)
     elif args.mode == "sources":
