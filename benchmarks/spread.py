@@ -32,9 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import numpy as np
 import yaml
@@ -218,7 +217,7 @@ def _settings(section: str, cls: type, options: list[str]) -> dict[str, Any]:
     from stages.runner import params as P
 
     base = P.section(P.load(ROOT / "params.yaml"), section, cls)
-    hints = typing.get_type_hints(cls)
+    hints = get_type_hints(cls)
     parsed = []
     for option in options:
         key, _, values = option.partition("=")
