@@ -235,9 +235,9 @@ def _print_settings(section: str, columns: list[str], figures: dict[str, list[tu
     """One row per setting: the first column per run, then every column as mean ± std over the runs."""
     print(f"| {section} | " + " | ".join(runs) + " | " + " | ".join(f"{column}, mean ± std (n={len(runs)})" for column in columns) + " |")
     print("|---|" + "---|" * (len(runs) + len(columns)))
-    for label, per_seed in figures.items():
-        cells = [bands.spread([run[i] for run in per_seed]) for i in range(len(columns))]
-        print(f"| {label} | " + " | ".join(f"{run[0]:.1f}" for run in per_seed) + " | " +
+    for label, per_run in figures.items():
+        cells = [bands.spread([run[i] for run in per_run]) for i in range(len(columns))]
+        print(f"| {label} | " + " | ".join(f"{run[0]:.1f}" for run in per_run) + " | " +
               " | ".join(f"{cell['mean']:.1f} ± {cell['std']:.1f}" for cell in cells) + " |")
 
 
