@@ -125,7 +125,15 @@ def test_require_same_ids_names_the_store(tmp_path):
 
 
 def _shard_files(path: Path, array: str) -> list[Path]:
-    return sorted(p for p in (path / array / "c").rglob("*") if p.is_file())
+    return sorted((path / array).glob("c.*"))
+
+
+def test_shard_files_sit_beside_their_array_metadata(tmp_path):
+    # No folder per shard: DVC walks every folder of a store on each status (pipeline/core/artifacts.py).
+    path = tmp_path / "a.zarr"
+    _write(path)
+    assert [p.name for p in (path / "cams").iterdir() if p.is_dir()] == []
+    assert [p.name for p in _shard_files(path, "cams")] == ["c.0.0.0.0", "c.1.0.0.0", "c.2.0.0.0"]
 
 
 def test_a_missing_shard_is_named_with_the_fix(tmp_path):

@@ -36,12 +36,17 @@ from pipeline.core.distributed import Group, shares
 from pipeline.core.errors import InputError
 from pipeline.core.files import commit, discard, temporary_sibling, write_text
 
-FORMAT_VERSION = 2  # 2: the marker lists each array's shard files
+FORMAT_VERSION = 3  # 2: the marker lists each array's shard files; 3: flat chunk keys
 MARKER = "vit_wsss"
 SHAPE_SUFFIX = ".shape"
 # zstd, then a crc32c of each chunk: zarr's default checksums only the shard index, so a flipped
 # byte in chunk data would otherwise decode silently to wrong values.
 _COMPRESSORS = (ZstdCodec(), Crc32cCodec())
+# Shard files named c.<i>.0.0 beside the array's zarr.json, not c/<i>/0/0: zarr's default makes a
+# folder per shard, and DVC walks every folder of every listed store on each `dvc status` (at
+# COCO's 82k images a no-op status went from 13.6-16.6 s to 9.2-10.4 s without them).
+_CHUNK_KEYS = {"name": "default", "separator": "."}
+_SHARD_PREFIX = "c."
 # The stage that writes each kind of store, for the fix a damaged store's message gives.
 _WRITER_STAGE = {"refined": "random_walk"}
 DEFAULT_SHARD_SIZE = 256  # stores of stages that do not split work across ranks (dataset, masks, aff_pairs)
@@ -172,7 +177,7 @@ class ArtifactWriter:
         shape = (len(self.ids), *item_shape)
         if self.group.is_main and name not in self.store:
             self.store.create_array(name, shape=shape, chunks=(1, *item_shape), shards=(self.shard_size, *item_shape),
-                                    dtype=dtype, fill_value=0, compressors=_COMPRESSORS)
+                                    dtype=dtype, fill_value=0, compressors=_COMPRESSORS, chunk_key_encoding=_CHUNK_KEYS)
         self.group.barrier()
         array = zarr.open_array(str(self._store_path / name), mode="r+", zarr_format=3)
         if array.shape != shape or array.dtype != np.dtype(dtype):
@@ -234,7 +239,7 @@ class ArtifactWriter:
             if buffer.shapes is not None:
                 shapes = np.array([shape for marker in markers for shape in marker[name]], dtype=np.int32).reshape(buffer.shapes.shape)
                 array = self.store.create_array(name + SHAPE_SUFFIX, shape=shapes.shape, chunks=shapes.shape, dtype="int32",
-                                                fill_value=0, compressors=_COMPRESSORS)
+                                                fill_value=0, compressors=_COMPRESSORS, chunk_key_encoding=_CHUNK_KEYS)
                 array[:] = shapes
         # The completion marker goes last: a store without it is never accepted.
         marker = {"format_version": FORMAT_VERSION, "kind": self.kind, "complete": True, "shards": _shard_files(self._store_path)}
@@ -246,12 +251,9 @@ class ArtifactWriter:
 
 
 def _shard_files(root: Path) -> dict[str, list[str]]:
-    """Per array, the chunk (shard) files present under its ``c/`` folder, as sorted relative paths."""
-    files: dict[str, list[str]] = {}
-    for array_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        chunks = array_dir / "c"
-        files[array_dir.name] = sorted(str(f.relative_to(array_dir)) for f in chunks.rglob("*") if f.is_file()) if chunks.is_dir() else []
-    return files
+    """Per array, the names of its chunk (shard) files, sorted."""
+    return {array_dir.name: sorted(f.name for f in array_dir.iterdir() if f.is_file() and f.name.startswith(_SHARD_PREFIX))
+            for array_dir in sorted(p for p in root.iterdir() if p.is_dir())}
 
 
 def damaged(path: Path, kind: str, what: str) -> ArtifactError:
