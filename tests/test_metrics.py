@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pipeline.core.metrics import average_precision, confusion_matrix, iou_per_class, mean_average_precision, mean_iou, trapezoid_auc
-from pipeline.evaluation.pseudo_labels import SegmentationScore, seed_labels
+from pipeline.evaluation.pseudo_labels import EvaluateConfig, PseudoLabelEvaluation, SegmentationScore, seed_labels
 from pipeline.seeds.stored import upsample_seeds
 
 
@@ -55,3 +55,17 @@ def test_seed_labels_take_the_argmax_against_a_constant_background():
     labels = seed_labels(upsample_seeds(maps, (2, 2)), np.array([3]), background=0.2)
     assert labels.tolist() == [[3, 0], [3, 0]]
     assert seed_labels(np.zeros((0, 2, 2), np.float32), np.zeros(0, int), 0.2).tolist() == [[0, 0], [0, 0]]
+
+
+def test_walk_gain_is_measured_against_the_seeds_at_their_best_background():
+    # The object's seeds (0.3) lose to the configured background score 0.5 but win at 0.25 and
+    # below, where they are exact; a walk as exact gains nothing over them.
+    target = np.zeros((4, 4), np.uint8)
+    target[:, :2] = 1
+    seeds = np.where(target == 1, 0.3, 0.1).astype(np.float32)[None]
+    evaluation = PseudoLabelEvaluation(2, EvaluateConfig(split="train", seed_background=0.5))
+    evaluation.add(target, seeds, np.array([1]), crf_labels=target, walk_labels=target)
+    metrics = evaluation.metrics()
+    assert metrics["seed_miou"] == 25.0 and metrics["seed_miou_best_background"] == 100.0
+    assert metrics["random_walk_miou"] == 100.0
+    assert metrics["random_walk_gain"] == 0.0
