@@ -149,10 +149,10 @@ def test_greyscale_and_png_images_decode(generated, tmp_path):
 
 @pytest.mark.slow  # `wsss` / python subprocesses that import torch
 def test_wsss_check_names_both_keys_of_sizes_that_must_agree(generated, tmp_path):
-    path = _params(tmp_path, generated, cams__image_size=96, aff_pairs__image_size=120)
+    path = _params(tmp_path, generated, cams__image_size=112, aff_pairs__image_size=120)
     result = run(["wsss", "check", "--params", str(path)], tmp_path, check=False)
     assert result.returncode == 2 and "2 problem(s)" in result.stderr
-    assert "cams.image_size=96 differs from train_cls.image_size=128" in result.stderr
+    assert "cams.image_size=112 differs from train_cls.image_size=96" in result.stderr
     assert "aff_pairs.image_size=120 must be a multiple of the classifier's token stride 16" in result.stderr
 
 

@@ -181,7 +181,7 @@ def test_bytecode_in_a_code_folder_changes_nothing(project):
 
 
 def test_a_damaged_store_ends_in_one_message_with_the_fix(project):
-    shard = next(p for p in sorted((project / "data/cams.zarr/cams/c").rglob("*")) if p.is_file())
+    shard = sorted((project / "data/cams.zarr/cams").glob("c.*"))[0]
     shard.unlink()
     result = run(["wsss", "crf_labels"], project, check=False)
     assert result.returncode == 2 and "Traceback" not in result.stderr
