@@ -12,9 +12,11 @@ from pipeline.core.errors import InputError
 from pipeline.core.files import id_filename
 from pipeline.data.index import DatasetIndex
 from pipeline.report.figures import seed_overlay
-from pipeline.seeds.stored import full_resolution_seeds
 from stages.runner.outputs import echo
 from stages.runner.paths import CAMS, DATASET
+
+# The `wsss` dispatcher imports this module to read its options: torch loads in main(), so that
+# commands which never touch a tensor (synthetic, dataset, masks, summary, ...) start without it.
 
 
 def main(
@@ -22,6 +24,8 @@ def main(
     out: Path = typer.Option(None, "--out", help="PNG to write (default: <image_id>_seeds.png)."),
 ) -> None:
     """Write the image followed by one seed-map overlay per present class (from data/cams.zarr)."""
+    from pipeline.seeds.stored import full_resolution_seeds
+
     index = DatasetIndex(DATASET)
     cams = Artifact(CAMS, "cams")
     if image_id not in cams.ids:
