@@ -1,8 +1,9 @@
 """Stages as several processes (torchrun, gloo on CPU) and resumed after a SIGKILL.
 
 Every test works in its own copy of the reproduced tiny project and runs `wsss <stage>` as a
-user would, with one thread per process, so that one and two processes do the same float
-operations in the same order wherever the work is per image.
+user would. One and two processes must do the same float operations in the same order wherever
+the work is per image, so both use the same thread count: the pinned numerics' two threads on
+an AVX2 CPU, and elsewhere the one thread `_env` asks for.
 """
 from __future__ import annotations
 
