@@ -14,6 +14,9 @@ from pipeline.classifier.model import (
     token_grid,
 )
 from pipeline.classifier.train import ClassifierConfig, train_classifier
+from pipeline.core.config import ConfigError
+from pipeline.data.augment import random_rescale, sample_rng
+from pipeline.data.preprocess import MEAN
 from tests.configs import project_config
 
 TINY = DemoHybridConfig(stem_channels=(8, 16), embed_dim=32, depth=1, num_heads=2, mlp_ratio=2.0, patch_size=2)
@@ -103,3 +106,48 @@ def test_local_checkpoint_weights_are_loaded(tmp_path):
 def test_missing_classifier_checkpoint_is_explained(tmp_path):
     with pytest.raises(ModelError, match="dvc repro train_cls"):
         load_classifier(tmp_path / "none.pt")
+
+
+def _windows(image: torch.Tensor, side: int) -> list[torch.Tensor]:
+    """Every side x side window of a (3, H, W) image."""
+    return [image[:, top : top + side, left : left + side]
+            for top in range(image.shape[1] - side + 1) for left in range(image.shape[2] - side + 1)]
+
+
+def test_random_rescale_enlarges_then_takes_a_window():
+    images = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = random_rescale(images, (2.0, 2.0), [sample_rng(0, 0, i) for i in range(12)])
+    enlarged = torch.nn.functional.interpolate(images, size=(16, 16), mode="bilinear", align_corners=False)
+    offsets = set()
+    for i in range(12):
+        matches = [k for k, window in enumerate(_windows(enlarged[i], 8)) if torch.equal(window, out[i])]
+        assert len(matches) == 1, f"sample {i} is not one window of its enlarged image"
+        offsets.add(matches[0])
+    assert len(offsets) > 1  # the window moves between samples
+
+
+def test_random_rescale_shrinks_onto_a_mean_canvas():
+    images = torch.rand(12, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    out = random_rescale(images, (0.5, 0.5), [sample_rng(0, 0, i) for i in range(12)])
+    shrunk = torch.nn.functional.interpolate(images, size=(4, 4), mode="bilinear", align_corners=False)
+    mean = torch.tensor(MEAN).view(3, 1, 1)
+    placements = set()
+    for i in range(12):
+        inside = [k for k, window in enumerate(_windows(out[i], 4)) if torch.equal(window, shrunk[i])]
+        assert len(inside) == 1, f"sample {i} does not hold its shrunk image"
+        placements.add(inside[0])
+        assert int((out[i] == mean).all(dim=0).sum()) == 64 - 16  # everything else is the mean colour
+    assert len(placements) > 1
+
+
+def test_random_rescale_of_a_sample_does_not_depend_on_its_batch():
+    images = torch.rand(5, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    whole = random_rescale(images, (0.75, 1.5), [sample_rng(7, 2, i) for i in range(5)])
+    for i in (0, 3):
+        torch.testing.assert_close(random_rescale(images[i : i + 1], (0.75, 1.5), [sample_rng(7, 2, i)])[0], whole[i], rtol=0, atol=0)
+    assert random_rescale(images, (1.0, 1.0), []) is images  # off: no draws, the same tensor
+
+
+def test_scale_range_low_above_high_is_refused():
+    with pytest.raises(ConfigError, match="train_cls"):
+        project_config("train_cls", ClassifierConfig, scale_range=[1.5, 0.75])

@@ -18,7 +18,7 @@ from pipeline.core.eval_mode import eval_mode
 from pipeline.core.metrics import mean_average_precision
 from pipeline.core.progress import progress_bar
 from pipeline.core.trainer import Precision, Trainer, lr_factor
-from pipeline.data.augment import augment, epoch_batches, sample_rng, steps_per_epoch
+from pipeline.data.augment import augment, epoch_batches, random_rescale, sample_rng, steps_per_epoch
 from pipeline.data.preprocess import normalise
 
 
@@ -39,10 +39,16 @@ class ClassifierConfig:
     warmup_epochs: int = knob("epochs of linear warm-up", 0)
     hflip: bool = knob("random horizontal mirror")
     color_jitter: float = knob("brightness, contrast and saturation factors in [1 - s, 1 + s]", 0.0, 1.0)
+    scale_range: tuple[float, float] = knob("each image resized by a factor drawn from [low, high], then cropped or padded back; [1, 1] is off",
+                                            0.25, 4.0, length=2)
     seed: int = knob("initial weights, shuffling and augmentation", 0)
     amp: Precision = knob("mixed precision of the forward pass: off, bf16, or fp16 (with loss scaling); for CUDA")
     train_split: str = knob("split the classifier learns from")
     val_split: str = knob("split its mAP is measured on")
+
+    def check(self) -> None:
+        if self.scale_range[0] > self.scale_range[1]:
+            raise ValueError(f"scale_range {self.scale_range} must be [low, high] with low <= high")
 
 
 def make_optimizer(model: nn.Module, config: ClassifierConfig) -> torch.optim.Optimizer:
@@ -102,7 +108,9 @@ def train_classifier(
         for i, batch in enumerate(epoch_batches(n, config.batch_size, config.seed, epoch)):
             step = epoch * steps + i
             mine = batch_share(batch, group)
-            x, _ = augment(train_images[mine], config.hflip, config.color_jitter, [sample_rng(config.seed, epoch, j) for j in mine])
+            rngs = [sample_rng(config.seed, epoch, j) for j in mine]
+            x, _ = augment(train_images[mine], config.hflip, config.color_jitter, rngs)
+            x = random_rescale(x, config.scale_range, rngs)
             y = train_labels[mine].float().to(device)
             factor = lr_factor(step, total, warmup, config.schedule)
             for param_group, base in zip(trainer.optimizer.param_groups, base_lrs):

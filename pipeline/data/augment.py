@@ -1,5 +1,5 @@
 """Training randomness as functions of (seed, epoch, index): sample order and batches, and the
-mirror and colour jitter of each sample.
+mirror, colour jitter and rescaling of each sample.
 
 Nothing is drawn from a stream shared by a batch, so a sample's augmentation is the same
 whatever the batch size, the process count, or the epoch a run resumed from.
@@ -10,6 +10,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+
+from pipeline.data.preprocess import MEAN
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -68,3 +71,32 @@ def augment(images: torch.Tensor, hflip: bool, jitter: float, rngs: Sequence[np.
     if jitter > 0:
         x = color_jitter(x, 1 + (draws[:, 1:] * 2 - 1) * jitter)
     return x, labels
+
+
+def random_rescale(images: torch.Tensor, scale_range: tuple[float, float], rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+    """[0, 1] floats (B, 3, S, S), each resized by a factor drawn uniformly from ``scale_range`` and
+    brought back to S x S: a random window of an enlarged image, or a shrunk one at a random place
+    on a canvas of the normalisation mean (padding reads as zeros to the model).
+
+    Sample i draws three numbers from ``rngs[i]`` (factor, then row and column of the window or
+    placement), after whatever :func:`augment` drew; a range of (1, 1) draws nothing and returns
+    ``images`` unchanged.
+    """
+    low, high = scale_range
+    if low == high == 1.0:
+        return images
+    if len(rngs) != images.shape[0]:
+        raise ValueError(f"{len(rngs)} random streams for {images.shape[0]} images")
+    side = images.shape[-1]
+    out = torch.tensor(MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1).expand_as(images).clone()
+    for i, rng in enumerate(rngs):
+        factor, row, col = rng.random(3)
+        size = max(1, round(side * (low + (high - low) * factor)))
+        resized = F.interpolate(images[i : i + 1], size=(size, size), mode="bilinear", align_corners=False)[0]
+        # Offsets into the larger of the two squares, uniform over every position that fits.
+        top, left = (int(u * (abs(size - side) + 1)) for u in (row, col))
+        if size >= side:
+            out[i] = resized[:, top : top + side, left : left + side]
+        else:
+            out[i, :, top : top + size, left : left + size] = resized
+    return out
