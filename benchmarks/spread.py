@@ -126,19 +126,25 @@ def _is_workspace_run(seed: int) -> bool:
     return _up_to_date()
 
 
-def _measured_earlier(seed: int) -> dict | None:
-    """The committed bands' record of ``seed``'s run. A run restored from DVC's run-cache
-    records no time; the run that filled the cache ran the same code deps with the same params
-    (that is the run-cache's key), so its time stands."""
+def _measured_earlier(seed: int, fingerprint: dict) -> dict | None:
+    """The committed bands' record of ``seed``'s run, if those bands were made with this
+    ``fingerprint`` (every stage's code deps and default params). A run restored from DVC's
+    run-cache records no time; when the committed bands come from the same code and params, their
+    run of this seed did the same work, so its time stands. Otherwise the run that filled the
+    cache is unknown (a screen, say) and nothing is substituted."""
     path = ROOT / bands.EXPECTED
     if not path.is_file():
         return None
-    made = json.loads(path.read_text())["made"]
+    committed = json.loads(path.read_text())
+    if committed["fingerprint"] != fingerprint:
+        return None
+    made = committed["made"]
     return next(({**run, "commit": run.get("commit", made["commit"])} for run in made["runs"] if run["seed"] == seed), None)
 
 
 def seeds(values: list[int], write: bool) -> None:
     runs, per_run = [], []
+    fingerprint = bands.fingerprint_of(yaml.safe_load((ROOT / "params.yaml").read_text()))
     for seed in values:
         if _is_workspace_run(seed):  # the committed run itself: its metrics and timings are in the workspace
             figures, timings = bands.read_figures(ROOT), _stage_timings(ROOT / "metrics/timings")
@@ -151,7 +157,7 @@ def seeds(values: list[int], write: bool) -> None:
         run = {"seed": seed, "seconds": round(sum(t["seconds"] for t in timings), 1), "stages_run": len(timings),
                "numerics": next((t["numerics"] for t in timings if "numerics" in t), None)}
         restored = not any(t["stage"] == "train_cls" for t in timings)  # the seed's first stage came from the run-cache
-        runs.append(_measured_earlier(seed) or run if restored else run)
+        runs.append(_measured_earlier(seed, fingerprint) or run if restored else run)
         per_run.append(figures)
     figures = _bands(per_run)
     print("| metric | " + " | ".join(f"seed {s}" for s in values) + f" | mean ± std (n={len(values)}) |")
@@ -164,7 +170,7 @@ def seeds(values: list[int], write: bool) -> None:
             sys.exit("no stage ran (all came from DVC's run-cache), so the runs' numerics are unknown: clear the run-cache or rerun")
         made = {"commit": _run(["git", "rev-parse", "HEAD"]).strip(), "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
                 "torch": numerics["torch"], "numerics": numerics, "runs": runs}
-        expected = {"made": made, "fingerprint": bands.fingerprint_of(yaml.safe_load((ROOT / "params.yaml").read_text())), "figures": figures}
+        expected = {"made": made, "fingerprint": fingerprint, "figures": figures}
         (ROOT / bands.EXPECTED).write_text(json.dumps(expected, indent=2) + "\n")
         readme(ROOT / bands.EXPECTED)
         print(f"wrote {bands.EXPECTED} and the README's results block", file=sys.stderr)
