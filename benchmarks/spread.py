@@ -300,7 +300,7 @@ def walk_settings(options: list[str], runs: list[str], first: int, count: int | 
     from pipeline.seeds.stored import cam_positions, present_class_maps
 
     configs = _settings("random_walk", RandomWalkConfig, options)
-    figures: dict[str, list[tuple[float]]] = {label: [] for label in configs}
+    figures: dict[str, list[tuple[float, ...]]] = {label: [] for label in configs}
     with tempfile.TemporaryDirectory() as folder:
         for run in runs:
             lock, run_folder = _run_lock(run), Path(folder) / run
@@ -323,9 +323,22 @@ def walk_settings(options: list[str], runs: list[str], first: int, count: int | 
                 for label, config in configs.items():
                     scores[label].add(refine(maps, labels, affinity, offsets, config, image.shape[:2]), target)
             for label, score in scores.items():
-                figures[label].append((100 * score.miou(),))
-                print(f"{run}, random_walk {label}: random walk mIoU {figures[label][-1][0]:.1f} ({len(rows)} images)", file=sys.stderr)
-    _print_settings("random_walk", ["random walk mIoU"], figures, runs)
+                figures[label].append((100 * score.miou(), *_foreground_balance(score.confusion)))
+                print(f"{run}, random_walk {label}: random walk mIoU {figures[label][-1][0]:.1f}, background IoU "
+                      f"{figures[label][-1][1]:.1f}, object precision {figures[label][-1][2]:.1f}, recall {figures[label][-1][3]:.1f} "
+                      f"({len(rows)} images)", file=sys.stderr)
+    _print_settings("random_walk", ["random walk mIoU", "background IoU", "object precision", "object recall"], figures, runs)
+
+
+def _foreground_balance(confusion: np.ndarray) -> tuple[float, float, float]:
+    """Background IoU, then the share of pixels labelled as some class that are that class
+    (precision: a mask spilling onto the background lowers it) and the share of object pixels
+    labelled as their class (recall), in %, from a (C, C + 1) confusion with background first."""
+    from pipeline.core.metrics import iou_per_class
+
+    square = confusion[:, : confusion.shape[0]].astype(np.float64)
+    hits = np.trace(square) - square[0, 0]
+    return (100 * float(iou_per_class(confusion)[0]), 100 * hits / square[:, 1:].sum(), 100 * hits / confusion[1:].sum())
 
 
 # Each training seed on its own, by its params key. Figures upstream of its stage must not move;
