@@ -239,12 +239,14 @@ def _settings(section: str, cls: type, options: list[str]) -> dict[str, Any]:
 
 def _print_settings(section: str, columns: list[str], figures: dict[str, list[tuple[float, ...]]], runs: list[str]) -> None:
     """One row per setting: the first column per run, then every column as mean ± std over the runs."""
-    print(f"| {section} | " + " | ".join(runs) + " | " + " | ".join(f"{column}, mean ± std (n={len(runs)})" for column in columns) + " |")
+    summary = f"mean ± std (n={len(runs)})" if len(runs) > 1 else "one run"
+    print(f"| {section} | " + " | ".join(runs) + " | " + " | ".join(f"{column}, {summary}" for column in columns) + " |")
     print("|---|" + "---|" * (len(runs) + len(columns)))
     for label, per_run in figures.items():
         cells = [bands.spread([run[i] for run in per_run]) for i in range(len(columns))]
+        # One run has no spread to quote.
         print(f"| {label} | " + " | ".join(f"{run[0]:.1f}" for run in per_run) + " | " +
-              " | ".join(f"{cell['mean']:.1f} ± {cell['std']:.1f}" for cell in cells) + " |")
+              " | ".join(f"{cell['mean']:.1f}" + (f" ± {cell['std']:.1f}" if len(runs) > 1 else "") for cell in cells) + " |")
 
 
 def _scored_rows(cams: Any, positions: np.ndarray, truth: Any, first: int, count: int | None) -> list[int]:
