@@ -325,10 +325,10 @@ def walk_settings(options: list[str], runs: list[str], first: int, count: int | 
                 for label, config in configs.items():
                     scores[label].add(refine(maps, labels, affinity, offsets, config, image.shape[:2]), target)
             for label, score in scores.items():
-                figures[label].append((100 * score.miou(), *_foreground_balance(score.confusion)))
-                print(f"{run}, random_walk {label}: random walk mIoU {figures[label][-1][0]:.1f}, background IoU "
-                      f"{figures[label][-1][1]:.1f}, object precision {figures[label][-1][2]:.1f}, recall {figures[label][-1][3]:.1f} "
-                      f"({len(rows)} images)", file=sys.stderr)
+                background, precision, recall = _foreground_balance(score.confusion)
+                figures[label].append((100 * score.miou(), background, precision, recall))
+                print(f"{run}, random_walk {label}: random walk mIoU {100 * score.miou():.1f}, background IoU {background:.1f}, "
+                      f"object precision {precision:.1f}, recall {recall:.1f} ({len(rows)} images)", file=sys.stderr)
     _print_settings("random_walk", ["random walk mIoU", "background IoU", "object precision", "object recall"], figures, runs)
 
 
